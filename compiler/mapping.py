@@ -1,0 +1,81 @@
+"""How one linear layer sits on the chip: its tiles, row placement and integer weights.
+
+This is the contract between the compiler (which builds it) and the backends (which execute
+it). A backend receives an :class:`AnalogLayer` and unsigned integer inputs; it never sees the
+ONNX graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One chip-sized piece of a layer's weight matrix, run on one half of the chip.
+
+    ``rows`` and ``cols`` are half-open ranges of logical input rows and output columns of
+    the layer's weight matrix. ``half`` and ``col_offset`` place the tile's columns on the
+    physical neurons ``col_offset .. col_offset + (cols[1] - cols[0]) - 1`` of that half;
+    ``load`` counts chip loads (the weights are rewritten between loads, so tiles of different
+    loads run one after another).
+    """
+
+    index: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    half: int
+    col_offset: int
+    load: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    @property
+    def n_cols(self) -> int:
+        return self.cols[1] - self.cols[0]
+
+
+@dataclass
+class AnalogLayer:
+    """A linear operation ``y = x @ W`` mapped onto analog tiles.
+
+    - ``weight``: float32 ``(in_features, out_features)``, the weights the ``ideal`` backend
+      uses (already divided by nothing: the float model's weights after BN folding).
+    - ``weight_q``: integer ``(in_features, out_features)`` with ``|w| <= chip.weight_max``.
+    - ``num_sends``: how often each input vector is sent per run (gain grows linearly).
+    - ``tiles``: cover every (row, column) of the weight exactly once.
+    - ``row_slot``: for each logical input row, its row-pair slot inside its tile (0-based).
+      Events are sent in slot order, so the slot decides when a row's event arrives; the
+      physical rows of slot ``p`` are ``rows_per_signed_weight * p + k``.
+    - ``version``: bumped whenever ``weight_q`` changes, so backends may cache derived data.
+    """
+
+    name: str
+    weight: np.ndarray
+    weight_q: np.ndarray
+    num_sends: int
+    tiles: tuple[Tile, ...]
+    row_slot: np.ndarray
+    version: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def row_chunks(self) -> list[tuple[int, int]]:
+        """The distinct input-row ranges of the tiles, in order; each is clamped per run."""
+        return sorted({t.rows for t in self.tiles})
+
+    @property
+    def col_chunks(self) -> list[tuple[int, int]]:
+        return sorted({t.cols for t in self.tiles})
