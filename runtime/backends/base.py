@@ -1,0 +1,236 @@
+"""The backend interface: how the runtime executes one :class:`AnalogLayer`.
+
+Two entry points, one per kind of backend:
+
+- ``linear(layer, x)`` (backends with ``quantizes = False``, i.e. ``ideal``): float inputs
+  ``(B, in_features)`` to float outputs ``(B, out_features)``, an estimate of ``x @ weight``.
+- ``mac(layer, x_q)`` (chip backends, ``quantizes = True``): float32 inputs (other float
+  dtypes are converted) ``(B, in_features)`` holding integers ``0..chip.input_max`` to
+  float32 ``(B, n_row_chunks, out_features)`` holding the integer ADC reads
+  (``adc_min..adc_max``) of each run: one run per row chunk of ``layer.row_chunks`` (in that
+  order), all column tiles of a row chunk side by side; it may be a non-contiguous view. The
+  caller sums over the chunk axis digitally and rescales.
+
+:class:`AnalogBackend` implements the shared part of ``mac``: it checks the inputs, lays the
+row chunks out as one padded batch ``(R, B, n_max)`` (:class:`ChunkLayout`) so a backend runs
+all chunks and the whole batch in one batched matmul, and caches per-layer derived data by the
+layer object and its ``version`` (:class:`LayerCache`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+import numpy as np
+import torch
+from anacc.compiler.chip import ChipSpec, Profile
+from anacc.compiler.mapping import AnalogLayer
+
+T = TypeVar("T")
+
+
+class Backend(ABC):
+    """One way to execute analog layers; see the module docstring for the two entry points."""
+
+    name: ClassVar[str]
+    quantizes: ClassVar[bool]
+
+    def __init__(self, chip: ChipSpec, profile: Profile) -> None:
+        self.chip = chip
+        self.profile = profile
+
+    @property
+    def gain_per_send(self) -> float:
+        """The nominal gain per send of the profile (ADC LSB per unit of input x weight)."""
+        return self.profile.gain_per_send
+
+    def linear(self, layer: AnalogLayer, x: torch.Tensor) -> torch.Tensor:
+        """Float ``(B, in_features)`` -> float ``(B, out_features)``: estimate of ``x @ W``."""
+        raise NotImplementedError(
+            f"the {self.name} backend takes quantized inputs through mac(), not linear()"
+        )
+
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+        """Integer inputs ``(B, in_features)`` -> ADC reads ``(B, n_row_chunks, out_features)``."""
+        raise NotImplementedError(
+            f"the {self.name} backend does not quantize; call linear() with float inputs"
+        )
+
+
+class LayerCache:
+    """Derived data per layer object, valid while the layer lives and its key is unchanged.
+
+    Entries are keyed by ``id(layer)`` and checked against a weak reference, so a new layer
+    that reuses a dead layer's id never sees stale data; entries vanish with their layer.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref, Hashable, object]] = {}
+
+    def get(self, layer: AnalogLayer, key: Hashable, build: Callable[[], T]) -> T:
+        layer_id = id(layer)
+        entry = self._entries.get(layer_id)
+        if entry is not None and entry[0]() is layer and entry[1] == key:
+            return entry[2]  # type: ignore[return-value]
+        value = build()
+        entries = self._entries
+        ref = weakref.ref(layer, lambda _ref: entries.pop(layer_id, None))
+        entries[layer_id] = (ref, key, value)
+        return value
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """The row chunks of a layer as one padded batch, and where each tile sits on the chip.
+
+    - ``row_chunks``: the layer's row chunks ``(start, stop)``, in order; ``R`` of them.
+    - ``gather``: ``(R, n_max)`` logical input row of each padded position (a chunk's rows in
+      order, then padding that points at ``in_features``, a zero input).
+    - ``valid``: ``(R, n_max)`` bool, False on padding.
+    - ``slot``: ``(R, n_max)`` row-pair slot of each position (0 on padding).
+    - ``time_order``: ``(R, n_max)`` positions sorted by slot, i.e. in the order the chip sends
+      their events (padding last).
+    - ``half`` / ``neuron``: ``(R, out_features)`` the chip half and physical neuron (column
+      of that half) that computes output column ``c`` in run ``r``.
+    """
+
+    in_features: int
+    out_features: int
+    row_chunks: tuple[tuple[int, int], ...]
+    gather: torch.Tensor
+    valid: torch.Tensor
+    slot: torch.Tensor
+    time_order: torch.Tensor
+    half: torch.Tensor
+    neuron: torch.Tensor
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.row_chunks)
+
+    @property
+    def n_max(self) -> int:
+        return int(self.gather.shape[1])
+
+    @property
+    def chunk_rows(self) -> torch.Tensor:
+        """``(R,)`` number of real rows per chunk."""
+        return self.valid.sum(1)
+
+    def chunk_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features)`` -> ``(R, B, n_max)``, zero on padding (may be a view of x)."""
+        batch = x.shape[0]
+        if self.n_chunks * self.n_max == self.in_features:
+            return x.reshape(batch, self.n_chunks, self.n_max).transpose(0, 1)
+        padded = torch.nn.functional.pad(x, (0, 1))
+        flat = padded.index_select(1, self.gather.reshape(-1))
+        return flat.view(batch, self.n_chunks, self.n_max).transpose(0, 1)
+
+    def chunk_weights(self, weight: np.ndarray) -> torch.Tensor:
+        """``(in_features, out_features)`` -> ``(R, n_max, out_features)`` float32, zero pad."""
+        w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        padded = torch.cat([w, w.new_zeros(1, w.shape[1])])
+        rows = padded.index_select(0, self.gather.reshape(-1))
+        return rows.view(self.n_chunks, self.n_max, w.shape[1])
+
+
+def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
+    """Check the layer's tiling against the chip and lay its row chunks out for batching.
+
+    The tiling must be a grid: row chunks partition the input rows, and the tiles of each
+    row chunk partition the output columns. These are compiler invariants, hence asserts.
+    """
+    chunks = tuple(layer.row_chunks)
+    n_in, n_out = layer.in_features, layer.out_features
+    assert layer.weight_q.shape == (n_in, n_out), "weight_q shape differs from weight"
+    weight_q = np.asarray(layer.weight_q)
+    assert np.array_equal(weight_q, np.round(weight_q)), "weight_q must hold integers"
+    assert np.abs(weight_q).max(initial=0) <= chip.weight_max, "weight_q exceeds weight_max"
+    assert chunks and chunks[0][0] == 0 and chunks[-1][1] == n_in, "row chunks must cover rows"
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False)), (
+        "row chunks must be disjoint and contiguous"
+    )
+    max_rows = chip.signed_inputs_per_run
+    assert all(0 < stop - start <= max_rows for start, stop in chunks), "row chunk too large"
+    n_max = max(stop - start for start, stop in chunks)
+
+    row_slot = np.asarray(layer.row_slot).astype(np.int64)
+    assert row_slot.shape == (n_in,), "row_slot needs one slot per input row"
+    gather = np.full((len(chunks), n_max), n_in, dtype=np.int64)
+    slot = np.zeros((len(chunks), n_max), dtype=np.int64)
+    time_order = np.tile(np.arange(n_max), (len(chunks), 1))
+    for r, (start, stop) in enumerate(chunks):
+        slots = row_slot[start:stop]
+        assert slots.min() >= 0 and slots.max() < max_rows, "row_slot out of range"
+        assert np.unique(slots).size == slots.size, "two rows share a row-pair slot"
+        gather[r, : stop - start] = np.arange(start, stop)
+        slot[r, : stop - start] = slots
+        time_order[r, : stop - start] = np.argsort(slots, kind="stable")
+    half = np.full((len(chunks), n_out), -1, dtype=np.int64)
+    neuron = np.full((len(chunks), n_out), -1, dtype=np.int64)
+    chunk_index = {c: r for r, c in enumerate(chunks)}
+    for tile in layer.tiles:
+        r = chunk_index[tile.rows]
+        c0, c1 = tile.cols
+        assert 0 <= tile.half < chip.halves, f"tile {tile.index}: no half {tile.half}"
+        assert tile.n_cols <= chip.outputs_per_run, f"tile {tile.index}: too many columns"
+        assert tile.col_offset >= 0 and tile.col_offset + tile.n_cols <= chip.columns_per_half, (
+            f"tile {tile.index}: columns outside the half"
+        )
+        assert (half[r, c0:c1] == -1).all(), f"tile {tile.index} overlaps another tile"
+        half[r, c0:c1] = tile.half
+        neuron[r, c0:c1] = tile.col_offset + np.arange(tile.n_cols)
+    assert (half >= 0).all(), "tiles must cover every output column of every row chunk"
+    return ChunkLayout(
+        in_features=n_in,
+        out_features=n_out,
+        row_chunks=chunks,
+        gather=torch.from_numpy(gather),
+        valid=torch.from_numpy(gather < n_in),
+        slot=torch.from_numpy(slot),
+        time_order=torch.from_numpy(time_order),
+        half=torch.from_numpy(half),
+        neuron=torch.from_numpy(neuron),
+    )
+
+
+class AnalogBackend(Backend):
+    """A backend that runs integer inputs through the chip's analog runs (``mac``)."""
+
+    quantizes: ClassVar[bool] = True
+
+    def __init__(self, chip: ChipSpec, profile: Profile) -> None:
+        super().__init__(chip, profile)
+        self._layouts = LayerCache()
+
+    def layout(self, layer: AnalogLayer) -> ChunkLayout:
+        """The layer's :class:`ChunkLayout`, built once per layer version."""
+        return self._layouts.get(layer, layer.version, lambda: build_chunk_layout(layer, self.chip))
+
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+        assert x_q.is_floating_point(), f"mac expects float inputs, got {x_q.dtype}"
+        x_q = x_q.to(torch.float32)
+        assert x_q.dim() == 2 and x_q.shape[1] == layer.in_features, (
+            f"mac expects (B, {layer.in_features}) inputs, got {tuple(x_q.shape)}"
+        )
+        assert 1 <= layer.num_sends <= self.chip.num_sends_max, "num_sends outside chip range"
+        layout = self.layout(layer)
+        if x_q.shape[0] == 0:
+            return x_q.new_zeros(0, layout.n_chunks, layer.out_features)
+        lo, hi = torch.aminmax(x_q)
+        assert lo >= 0 and hi <= self.chip.input_max, (
+            f"mac inputs must lie in 0..{self.chip.input_max}, got {lo.item()}..{hi.item()}"
+        )
+        with torch.no_grad():
+            out = self._run(layer, layout, layout.chunk_inputs(x_q))
+        assert out.shape == (x_q.shape[0], layout.n_chunks, layer.out_features)
+        return out
+
+    @abstractmethod
+    def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
+        """Chunked inputs ``(R, B, n_max)`` (maybe a strided view) -> ``(B, R, out_features)``
+        (may be a view of a run-major ``(R, B, out_features)`` tensor)."""

@@ -1,0 +1,329 @@
+"""The emulator backend: measured gain and noise, the noise factors, dynamic saturation,
+fixed patterns, determinism; and the ``anacc chip`` commands."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from anacc.compiler.chip import ChipSpec, load_chip
+from anacc.runtime.backends import get_backend
+from anacc.runtime.backends.base import build_chunk_layout
+from anacc.runtime.backends.emulator import EmulatorBackend, _peak_window_load
+from anacc.runtime.characterize import (
+    characterization_num_sends,
+    characterize,
+    measure_gain,
+    measure_noise,
+)
+from click.testing import CliRunner
+from layer_builders import tiled_layer
+
+from anacc.cli import main
+
+CHIP = load_chip("bss2")
+QUIET = {
+    "reference_noise_sigma_lsb": 0.0,
+    "neuron_gain_sigma": 0.0,
+    "neuron_offset_sigma_lsb": 0.0,
+    "synapse_gain_sigma": 0.0,
+    "spatial_gain_gradient": 0.0,
+    "saturation_point_sigma": 0.0,
+}
+
+
+def chip_with(**analog) -> ChipSpec:
+    data = CHIP.to_dict()
+    data["analog"].update(analog)
+    return ChipSpec.from_dict(data)
+
+
+def emulator(profile, seed=0, chip=CHIP, **knobs) -> EmulatorBackend:
+    if isinstance(profile, str):
+        profile = chip.profile(profile)
+    return EmulatorBackend(chip, dataclasses.replace(profile, **knobs), seed=seed)
+
+
+@pytest.mark.parametrize("profile", ["default", "custom"])
+def test_measured_gain_and_noise_match_the_profile(profile):
+    backend = emulator(profile, seed=1)
+    nominal = CHIP.profile(profile)
+    assert measure_gain(backend) == pytest.approx(nominal.gain_per_send, rel=0.05)
+    assert measure_gain(backend, num_sends=4) == pytest.approx(nominal.gain_per_send, rel=0.05)
+    assert measure_noise(backend) == pytest.approx(nominal.noise_sigma_lsb, rel=0.10)
+
+
+def test_custom_has_less_noise_than_default_at_equal_gain():
+    default, custom = emulator("default", seed=2), emulator("custom", seed=2)
+    assert measure_gain(custom) == pytest.approx(measure_gain(default), rel=0.05)
+    assert measure_noise(custom) < 0.9 * measure_noise(default)
+
+
+def increasing(values: list[float]) -> bool:
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
+# Small inputs keep the reads inside the linear range, where noise is not compressed.
+def test_noise_grows_with_num_sends():
+    backend = emulator("default")
+    sigmas = [measure_noise(backend, num_sends=n, input_value=1) for n in (1, 4, 16)]
+    assert increasing(sigmas), sigmas
+
+
+def test_noise_grows_with_active_inputs():
+    backend = emulator("default")
+    sigmas = [measure_noise(backend, active_inputs=n, input_value=1) for n in (10, 50, 128)]
+    assert increasing(sigmas), sigmas
+
+
+def test_noise_grows_with_weight_magnitude():
+    backend = emulator("default")
+    sigmas = [measure_noise(backend, weight=w, input_value=1) for w in (5, 30, 63)]
+    assert increasing(sigmas), sigmas
+    assert measure_noise(backend, weight=-63, input_value=1) == pytest.approx(sigmas[-1], rel=0.1)
+
+
+def test_noise_grows_with_ota_bias():
+    sigmas = [measure_noise(emulator("default", ota_bias=b), input_value=1) for b in (60, 300, 600)]
+    assert increasing(sigmas), sigmas
+
+
+def test_noise_grows_with_wait_cycles():
+    sigmas = [measure_noise(emulator("default", wait_cycles=w), input_value=1) for w in (2, 5, 20)]
+    assert increasing(sigmas), sigmas
+
+
+def test_noise_matches_the_documented_formula():
+    backend = emulator("default")
+    expected = CHIP.profile("default").noise_sigma_lsb_at(4, 64, 40)
+    measured = measure_noise(backend, num_sends=4, active_inputs=64, weight=40, input_value=1)
+    # ADC rounding adds a uniform error of variance 1/12
+    assert measured == pytest.approx((expected**2 + 1 / 12) ** 0.5, rel=0.1)
+
+
+def strong_rows_layer(slots: np.ndarray) -> tuple:
+    """Full-scale positive weights on the rows at ``slots`` of 128 rows, zero elsewhere."""
+    weight_q = np.zeros((128, 8), dtype=np.int64)
+    weight_q[: len(slots)] = CHIP.weight_max
+    row_slot = np.empty(128, dtype=np.int64)
+    row_slot[: len(slots)] = slots
+    row_slot[len(slots) :] = np.setdiff1d(np.arange(128), slots)
+    return tiled_layer(CHIP, weight_q, row_slot=row_slot), weight_q
+
+
+def compression(layer, weight_q, tau_syn_us: float) -> float:
+    """1 - read / nominal read on a chip without noise and mismatch.
+
+    The gain is lowered and kept independent of tau_syn so that only the synaptic input
+    can saturate and the reads stay comparable.
+    """
+    chip = chip_with(reference_gain_per_send=0.0005, gain_tau_exponent=0.0, **QUIET)
+    backend = emulator("default", chip=chip, tau_syn_us=tau_syn_us)
+    x = np.full((1, 128), CHIP.input_max)
+    read = backend.mac(layer, torch.from_numpy(x.astype(np.float32))).sum(1)
+    nominal = backend.gain_per_send * layer.num_sends * (x @ weight_q)
+    assert nominal.max() < CHIP.linear_max  # no output saturation in the way
+    return float(1 - read.mean() / nominal.mean())
+
+
+def brute_force_peak(seq: torch.Tensor, window: float, num_sends: int) -> torch.Tensor:
+    """Slide a (fractional) box window over the whole event train, one end slot at a time."""
+    train = seq.repeat(num_sends, 1)
+    best = torch.zeros(seq.shape[1])
+    for end in range(len(train)):
+        total, left, j = torch.zeros(seq.shape[1]), window, end
+        while left > 0 and j >= 0:
+            total += min(1.0, left) * train[j]
+            left, j = left - 1.0, j - 1
+        best = torch.maximum(best, total)
+    return best
+
+
+@pytest.mark.parametrize("num_sends", [1, 2, 3])
+def test_peak_window_load_matches_a_brute_force_event_train(num_sends):
+    rng = np.random.default_rng(num_sends)
+    bounds = [(0, 5), (5, 12), (12, 19)]
+    slots = np.concatenate([rng.permutation(b - a) for a, b in bounds])
+    layer = tiled_layer(CHIP, np.ones((19, 3)), row_bounds=bounds, row_slot=slots)
+    layout = build_chunk_layout(layer, CHIP)
+    charges = torch.rand(2, 3, layout.n_max, 3) * layout.valid.view(1, 3, -1, 1)
+    for window in (1.0, 2.5, 4.0, 7.0, 9.5, 30.0):
+        peak = _peak_window_load(charges, layout, window, num_sends)
+        for r, (a, b) in enumerate(bounds):
+            in_time = np.argsort(slots[a:b])
+            for part in range(2):
+                expected = brute_force_peak(charges[part, r, in_time], window, num_sends)
+                torch.testing.assert_close(peak[part, r], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_saturation_grows_with_tau_syn():
+    # 32 strong rows in consecutive slots; windows of 8, 16, 25 and 50 event slots
+    clustered = strong_rows_layer(np.arange(32))
+    errors = [compression(*clustered, tau) for tau in (0.32, 0.64, 1.0, 2.0)]
+    assert increasing(errors), errors
+    assert errors[0] > 0.01 and errors[-1] > 0.3
+
+
+def test_interleaving_strong_rows_reduces_dynamic_saturation():
+    # a window of 16 event slots holds 16 clustered strong rows but only 4 interleaved ones
+    clustered = compression(*strong_rows_layer(np.arange(32)), 0.64)
+    interleaved = compression(*strong_rows_layer(np.arange(32) * 4), 0.64)
+    assert clustered > 0.2
+    assert interleaved < 0.02
+
+
+def test_typical_layers_are_not_dynamically_saturated():
+    rng = np.random.default_rng(0)
+    weight_q = np.clip(np.round(rng.normal(0, 21, (256, 300))), -63, 63)
+    x = torch.from_numpy(rng.integers(0, 16, (20, 256)).astype(np.float32))
+    quiet = chip_with(**QUIET)
+    layer = tiled_layer(quiet, weight_q)
+    for profile in ("default", "custom"):
+        reads = emulator(profile, chip=quiet).mac(layer, x)
+        exact = get_backend("quantized", quiet, profile).mac(layer, x)
+        # without noise and mismatch the emulator is the integer model, up to float rounding
+        assert (reads - exact).abs().max() <= 1
+        assert (reads == exact).float().mean() > 0.99
+
+
+def test_soft_saturation_bends_beyond_the_linear_range_and_clamps():
+    backend = emulator("default", chip=chip_with(**QUIET))
+    layer = tiled_layer(CHIP, np.full((128, 4), 63) * np.array([1, -1, 1, -1]))
+    x = torch.arange(0, 32, dtype=torch.float32).unsqueeze(1).repeat(1, 128)
+    reads = backend.mac(layer, x).sum(1)
+    nominal = backend.gain_per_send * 128 * 63 * torch.arange(32.0)
+    linear = nominal <= CHIP.linear_max
+    torch.testing.assert_close(reads[linear, 0], nominal[linear].round(), atol=1.0, rtol=0)
+    assert (reads[~linear, 0] <= nominal[~linear].round()).all()
+    far = nominal > CHIP.linear_max + 20
+    assert (reads[far, 0] < nominal[far] - 10).all()
+    assert (reads[:, 0].diff() >= 0).all() and (reads[:, 1].diff() <= 0).all()
+    assert reads.max() <= CHIP.adc_max and reads.min() >= CHIP.adc_min
+    assert reads[-1, 0] > CHIP.linear_max  # soft, not a hard stop at the limit
+
+
+def test_soft_saturation_is_the_same_for_few_and_many_reads_beyond_the_limit():
+    # few reads beyond the limit take the indexed path, many the whole-tensor path
+    backend = emulator("default", chip=chip_with(**QUIET))
+    weight_q = np.ones((128, 64), dtype=np.int64)
+    weight_q[:, [5, 40]] = [63, -63]
+    x = torch.full((3, 128), 7.0)
+    few = backend.mac(tiled_layer(CHIP, weight_q), x)
+    many = backend.mac(tiled_layer(CHIP, weight_q[:, [5, 40]]), x)
+    assert (few[..., [5, 40]].abs() > CHIP.linear_max).all()
+    torch.testing.assert_close(few[..., [5, 40]], many, rtol=0, atol=0)
+
+
+def test_same_seed_same_outputs_other_seed_other_fixed_pattern():
+    rng = np.random.default_rng(1)
+    layer = tiled_layer(CHIP, rng.integers(-63, 64, (200, 300)), 2)
+    x = torch.from_numpy(rng.integers(0, 8, (64, 200)).astype(np.float32))
+    first, again = emulator("default", seed=7), emulator("default", seed=7)
+    runs = [first.mac(layer, x) for _ in range(2)]
+    assert torch.equal(runs[0], again.mac(layer, x))
+    assert torch.equal(runs[1], again.mac(layer, x))
+    assert not torch.equal(runs[0], runs[1])  # fresh noise on every call
+
+    # the fixed pattern shows in the trial mean; chip 7 twice agrees, chip 8 does not
+    x_many = x[:1].repeat(256, 1)
+
+    def mean_read(seed):
+        return emulator("default", seed=seed).mac(layer, x_many).mean(0)
+
+    same = (mean_read(7) - first.mac(layer, x_many).mean(0)).abs().mean()
+    other = (mean_read(8) - mean_read(7)).abs().mean()
+    assert other > 3 * same
+
+
+def test_fixed_pattern_follows_the_physical_placement():
+    quiet_noise = chip_with(reference_noise_sigma_lsb=0.0, neuron_offset_sigma_lsb=0.0)
+    backend = emulator("default", chip=quiet_noise, seed=3)
+    weight_q = np.full((128, 4), 40)
+    x = torch.full((1, 128), 10.0)
+
+    def reads(**placement):
+        return backend.mac(tiled_layer(quiet_noise, weight_q, **placement), x)[0, 0]
+
+    here = reads(halves=[0], col_offsets=[0])
+    assert torch.equal(here, reads(halves=[0], col_offsets=[0]))
+    assert not torch.equal(here, reads(halves=[1], col_offsets=[0]))
+    assert not torch.equal(here, reads(halves=[0], col_offsets=[100]))
+    # a negative weight uses the other row of the pair: other synapses, other mismatch
+    negative = backend.mac(tiled_layer(quiet_noise, -weight_q), x)[0, 0]
+    assert not torch.equal(-negative, here)
+
+
+def test_a_batch_is_the_concatenation_of_its_parts_without_noise():
+    rng = np.random.default_rng(2)
+    backend = emulator("custom", chip=chip_with(reference_noise_sigma_lsb=0.0), seed=4)
+    layer = tiled_layer(CHIP, rng.integers(-63, 64, (300, 520)), 3)
+    x = torch.from_numpy(rng.integers(0, 32, (12, 300)).astype(np.float32))
+    whole = backend.mac(layer, x)
+    parts = torch.cat([backend.mac(layer, x[:5]), backend.mac(layer, x[5:])])
+    torch.testing.assert_close(whole, parts, rtol=0, atol=0)
+
+
+def test_reads_are_int8_and_fresh_draws_give_the_same_statistics():
+    layer = tiled_layer(CHIP, np.full((100, 512), 21))
+    x = torch.full((400, 100), 15.0)
+    banked = emulator("default", seed=5).mac(layer, x)
+    fresh = EmulatorBackend(CHIP, CHIP.profile("default"), seed=5, noise_bank=False).mac(layer, x)
+    for reads in (banked, fresh):
+        assert reads.dtype == torch.float32
+        assert torch.equal(reads, reads.round())
+        assert reads.min() >= CHIP.adc_min and reads.max() <= CHIP.adc_max
+    assert float(banked.std(0).median()) == pytest.approx(float(fresh.std(0).median()), rel=0.05)
+    torch.testing.assert_close(banked.mean(0), fresh.mean(0), atol=0.6, rtol=0)
+
+
+def test_cache_follows_the_layer_version():
+    backend = emulator("default", chip=chip_with(**QUIET))
+    layer = tiled_layer(CHIP, np.full((10, 3), 10))
+    x = torch.full((1, 10), 10.0)
+    before = backend.mac(layer, x)
+    layer.weight_q = -layer.weight_q
+    layer.version += 1
+    torch.testing.assert_close(backend.mac(layer, x), -before)
+
+
+def test_characterization_reproduces_the_published_shape():
+    backend = emulator("default")
+    assert characterization_num_sends(backend, (0, 3, 7)) == 1
+    result = characterize(backend, runs=10)
+    weights = result.weights
+    assert weights[0] == -CHIP.weight_max and weights[-1] == CHIP.weight_max
+    zero, three, seven = result.mean
+    assert np.abs(zero).max() < 5  # input 0 sends nothing: flat at zero
+    for curve, value in ((three, 3), (seven, 7)):
+        slope = np.polyfit(weights[40:-40], curve[40:-40], 1)[0]
+        assert slope == pytest.approx(0.002 * 128 * value, rel=0.1)
+    assert seven[-1] > CHIP.linear_max and seven[0] < CHIP.linear_min  # near saturation
+    assert (result.std[1:] > 0.5).all()  # visible error bars
+
+
+def test_chip_characterize_command_writes_a_png(tmp_path):
+    out = tmp_path / "char.png"
+    result = CliRunner().invoke(main, ["chip", "characterize", "--runs", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "input 7" in result.output and str(out) in result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chip_measure_command_prints_every_profile():
+    result = CliRunner().invoke(main, ["chip", "measure"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:2] == ["profile", "ota_bias"]
+    assert [line.split()[0] for line in lines[1:]] == ["custom", "default"]
+    default = lines[2].split()
+    assert float(default[4]) == pytest.approx(0.002)
+    assert float(default[5]) == pytest.approx(0.002, rel=0.05)
+    assert float(default[7]) == pytest.approx(2.0, rel=0.1)
+
+
+def test_chip_commands_report_user_errors_in_one_line():
+    result = CliRunner().invoke(main, ["chip", "measure", "--profile", "fast"])
+    assert result.exit_code == 2
+    assert "no profile 'fast'" in result.output
