@@ -1,7 +1,22 @@
-"""anacc: compile ONNX models onto analog matrix-multiply chips."""
+"""anacc: compile ONNX models onto analog matrix-multiply chips.
+
+>>> import anacc
+>>> program = anacc.compile("models/digits_mlp.onnx", calib="models/data/digits_calib.npz")
+>>> outputs = program.run({"input": x}, backend="emulator")
+
+``compile`` and ``Program`` are imported on first use, so ``anacc --help`` stays quick.
+"""
 
 from anacc.errors import AnaccError
 
 __version__ = "0.1.0"
 
-__all__ = ["AnaccError", "__version__"]
+__all__ = ["AnaccError", "Program", "__version__", "compile"]
+
+
+def __getattr__(name: str):
+    if name in ("compile", "Program"):
+        from anacc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'anacc' has no attribute {name!r}")

@@ -1,14 +1,20 @@
-"""The ``anacc`` command line."""
+"""The ``anacc`` command line: one subcommand per step of the user's path."""
 
 from __future__ import annotations
 
 import functools
+import io
+import json
 import sys
+from pathlib import Path
 
 import click
+import numpy as np
 
 from anacc import __version__
-from anacc.errors import AnaccError
+from anacc.errors import AnaccError, OptionError
+
+BACKENDS = ("emulator", "quantized", "ideal")
 
 
 def user_errors(fn):
@@ -21,6 +27,9 @@ def user_errors(fn):
         except AnaccError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; no output was written", err=True)
+            sys.exit(130)
 
     return wrapper
 
@@ -28,4 +37,302 @@ def user_errors(fn):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="anacc")
 def main() -> None:
-    """Compile ONNX models onto analog matrix-multiply chips, run, report and fine-tune them."""
+    """Compile ONNX models onto analog matrix-multiply chips, run, report and fine-tune them.
+
+    \b
+    anacc inspect  model.onnx                      what the model is made of
+    anacc compile  model.onnx --calib calib.npz    -> model.anacc
+    anacc run      model.anacc --data test.npz     accuracy on a backend
+    anacc report   model.anacc [--data test.npz]   mapping, cost and error budget
+    anacc finetune model.anacc --data train.npz    hardware-in-the-loop retraining
+    anacc export   tuned.anacc -o tuned.onnx       fine-tuned weights back to ONNX
+    anacc chip     characterize | measure          the emulated chip itself
+    """
+
+
+def _echo_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Program file to write [default: MODEL with the .anacc suffix].",
+)
+@click.option(
+    "--chip",
+    default="bss2",
+    show_default=True,
+    help="Chip name (shipped description) or path to a chip TOML file.",
+)
+@click.option(
+    "--profile", default="default", show_default=True, help="Calibration profile of the chip."
+)
+@click.option(
+    "--calib",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Calibration data (.npz named after the model inputs) for static scales.",
+)
+@click.option(
+    "--scale",
+    default="percentile:99.99",
+    show_default=True,
+    help="Input scale method: max, percentile:<p>, mse or ema.",
+)
+@click.option(
+    "--weight-scale",
+    type=click.Choice(["column", "layer"]),
+    default="column",
+    show_default=True,
+    help="One weight scale per output column or per layer.",
+)
+@click.option(
+    "--signed",
+    type=click.Choice(["auto", "shift", "split"]),
+    default="auto",
+    show_default=True,
+    help="How layers with negative inputs are fed.",
+)
+@click.option(
+    "--row-order",
+    type=click.Choice(["natural", "interleaved"]),
+    default="natural",
+    show_default=True,
+    help="Order of row pairs; interleaved spreads strong rows.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for calibration subsampling."
+)
+@click.option(
+    "--max-params", type=int, default=None, help="Refuse models with more parameters than this."
+)
+@click.option("--explain", is_flag=True, help="Print what every pass did.")
+@user_errors
+def compile_cmd(
+    model,
+    output,
+    chip,
+    profile,
+    calib,
+    scale,
+    weight_scale,
+    signed,
+    row_order,
+    seed,
+    max_params,
+    explain,
+):
+    """Compile MODEL (ONNX) into a program file for the chip."""
+    from anacc.compiler.options import CompileOptions
+    from anacc.compiler.pipeline import compile_model
+
+    output = output or model.with_suffix(".anacc")
+    if output.suffix == ".onnx":
+        raise OptionError(f"{output}: the program file should not end in .onnx; use .anacc")
+    opts = CompileOptions(
+        scale=scale, weight_scale=weight_scale, signed=signed, row_order=row_order, seed=seed
+    )
+    program = compile_model(
+        model, chip=chip, profile=profile, calib=calib, options=opts, max_params=max_params
+    )
+    protect = tuple(p for p in (model, calib, Path(str(model) + ".data")) if p is not None)
+    program.save(output, protect=protect)
+    if explain:
+        click.echo(program.explain)
+    _echo_warnings(program.warnings)
+    n_tiles = sum(len(layer.analog.tiles) for layer in program.layers.values())
+    loads = 1 + max(
+        (t.load for lay in program.layers.values() for t in lay.analog.tiles), default=-1
+    )
+    click.echo(
+        f"compiled {model.name} for {program.chip.name}/{profile}: "
+        f"{len(program.layers)} analog layers, {n_tiles} tiles on {loads} chip load(s), "
+        f"{len(program.steps) - len(program.layers)} digital steps -> {output}"
+    )
+
+
+@main.command("run")
+@click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Input data (.npz named after the model inputs, optional 'labels').",
+)
+@click.option("--backend", type=click.Choice(BACKENDS), default="emulator", show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Emulated chip instance (fixed pattern) and noise seed.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the outputs to this .npz, named after the graph outputs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def run_cmd(program, data, backend, seed, batch_size, output, as_json):
+    """Run PROGRAM on DATA with a backend; prints top-1 accuracy when DATA has labels."""
+    from anacc.compiler.datafile import load_dataset
+    from anacc.compiler.program import Program, atomic_write
+    from anacc.runtime.executor import run_program
+
+    if output is not None:
+        for p in (program, data):
+            if output.resolve() == p.resolve():
+                raise OptionError(f"{output}: refusing to overwrite an input file")
+    prog = Program.load(program)
+    ds = load_dataset(data, prog.inputs)
+    result = run_program(
+        prog,
+        ds,
+        backend=backend,
+        seed=seed,
+        batch_size=batch_size,
+        progress=sys.stderr.isatty() and not as_json,
+    )
+    if output is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **result.outputs)
+        atomic_write(output, buf.getvalue(), protect=(program, data))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "backend": result.backend,
+                    "samples": result.samples,
+                    "accuracy": result.accuracy,
+                    "seconds": round(result.seconds, 4),
+                    "outputs": {k: list(v.shape) for k, v in result.outputs.items()},
+                }
+            )
+        )
+        return
+    acc = "n/a (no labels)" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
+    click.echo(
+        f"{result.backend}: {result.samples} samples, top-1 accuracy {acc}, "
+        f"{result.seconds:.2f} s" + (f" -> {output}" if output else "")
+    )
+
+
+@main.command("finetune")
+@click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training data (.npz with the model inputs and 'labels').",
+)
+@click.option(
+    "--val",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Validation data; the best epoch by validation accuracy is kept.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Emulated chip instance, noise and shuffling seed.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="emulator",
+    show_default=True,
+    help="Backend in the loop.",
+)
+@click.option(
+    "--scale-update",
+    type=click.Choice(["static", "ema"]),
+    default="static",
+    show_default=True,
+    help="Keep input scales, or follow them by a moving average.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Fine-tuned program to write.",
+)
+@user_errors
+def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scale_update, output):
+    """Fine-tune PROGRAM with the (emulated) chip in the loop; writes a new program."""
+    from anacc.compiler.datafile import load_dataset
+    from anacc.compiler.program import Program
+    from anacc.passes.finetune import FinetuneOptions, finetune
+
+    protect = tuple(p for p in (program, data, val) if p is not None)
+    for p in protect:
+        if output.resolve() == p.resolve():
+            raise OptionError(f"{output}: refusing to overwrite an input file; choose another -o")
+    opts = FinetuneOptions(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        backend=backend,
+        scale_update=scale_update,
+    )
+    prog = Program.load(program)
+    train = load_dataset(data, prog.inputs)
+    val_ds = load_dataset(val, prog.inputs) if val is not None else None
+    result = finetune(
+        prog, train, val_ds, opts, progress=sys.stderr.isatty(), log=lambda line: click.echo(line)
+    )
+    result.program.save(output, protect=protect)
+    if result.initial_val_accuracy is not None:
+        best = next((r for r in result.history if r.epoch == result.best_epoch), None)
+        after = result.initial_val_accuracy if best is None else best.val_accuracy
+        click.echo(
+            f"validation accuracy on {backend}: {100 * result.initial_val_accuracy:.2f} % "
+            f"before, {100 * after:.2f} % after (best epoch {result.best_epoch})"
+        )
+    click.echo(f"wrote {output}")
+
+
+@main.command("export")
+@click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ONNX file to write.",
+)
+@user_errors
+def export_cmd(program, output):
+    """Write PROGRAM's float weights (e.g. after fine-tuning) back into an ONNX model."""
+    from anacc.compiler.export import export_onnx
+    from anacc.compiler.program import Program
+
+    if output.resolve() == program.resolve():
+        raise OptionError(f"{output}: refusing to overwrite the program; choose another -o")
+    export_onnx(Program.load(program), output, protect=(program,))
+    click.echo(f"wrote {output}")
+
+
+def _register_optional() -> None:
+    from anacc.cli_chip import chip_group
+    from anacc.cli_inspect import inspect_cmd
+    from anacc.cli_report import report_cmd
+
+    main.add_command(inspect_cmd)
+    main.add_command(report_cmd)
+    main.add_command(chip_group)
+
+
+_register_optional()

@@ -1,0 +1,100 @@
+"""Calibrate scales: the float value of one input LSB per layer and of one weight LSB per
+output column (or per layer), and the integer weights.
+
+Contract: for every ``Linear`` the pass sets ``LayerPlan.weight_scale`` (float32, one entry per
+output column), ``weight_q`` (int16 with ``|w| <= chip.weight_max``) and, with calibration
+statistics, ``input_scale`` (and ``input_offset`` for the ``shift`` strategy) so that the
+clip value chosen by the scale method maps to ``chip.input_max``. Without calibration data,
+``input_scale`` stays ``None``: the runtime then scales each batch by its own maximum
+(dynamic), and the compiler warns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from anacc.compiler.ir import Graph
+from anacc.passes.base import CompileContext, Pass, PassResult
+
+
+def clip_value(
+    values: np.ndarray, method: str, percentile: float | None, ema: float, levels: int
+) -> float:
+    """Upper clip value of non-negative ``values`` by the named method."""
+    if values.size == 0:
+        return 0.0
+    vmax = float(values.max())
+    if method == "max":
+        return vmax
+    if method == "ema":
+        return min(ema, vmax) if ema > 0 else vmax
+    if method == "percentile":
+        return float(np.percentile(values, percentile))
+    # mse: the clip value whose clip-and-round reconstruction error is smallest
+    best, best_err = vmax, np.inf
+    v = values.astype(np.float64)
+    for c in np.linspace(0.05, 1.0, 64) * vmax:
+        if c <= 0:
+            continue
+        step = c / levels
+        err = float(np.mean((np.clip(np.round(v / step), 0, levels) * step - v) ** 2))
+        if err < best_err:
+            best, best_err = float(c), err
+    return best
+
+
+def quantize_weights(w: np.ndarray, per_column: bool, wmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric weight quantization: ``(w_q int16, scale float32 per column)``."""
+    amax = np.abs(w).max(axis=0) if per_column else np.full(w.shape[1], np.abs(w).max())
+    scale = np.where(amax > 0, amax / wmax, 1.0).astype(np.float32)
+    w_q = np.clip(np.round(w / scale[None, :]), -wmax, wmax).astype(np.int16)
+    return w_q, scale
+
+
+class CalibrateScales(Pass):
+    name = "calibrate-scales"
+
+    def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
+        notes: list[str] = []
+        opts = ctx.options
+        imax = ctx.chip.input_max
+        method, pct = opts.scale_method, opts.percentile
+        for node in graph.nodes():
+            if node.op != "Linear":
+                continue
+            plan = ctx.layer(node.name)
+            w = graph.initializers[node.inputs[1]]
+            plan.weight_q, plan.weight_scale = quantize_weights(
+                w, opts.weight_scale == "column", ctx.chip.weight_max
+            )
+            stats = ctx.calib.get(node.name) if ctx.calib else None
+            if stats is None:
+                plan.input_scale = None
+                notes.append(f"{node.name}: weight scales only; input scale dynamic")
+                continue
+            x = stats.values
+            if plan.signed == "none":
+                hi = clip_value(np.maximum(x, 0), method, pct, stats.ema_max, imax)
+                plan.input_offset = 0.0
+                span = hi
+            elif plan.signed == "split":
+                ema = max(stats.ema_max, -stats.ema_min)
+                span = clip_value(np.abs(x), method, pct, ema, imax)
+                plan.input_offset = 0.0
+            else:  # shift: clip both ends, then offset the low end to zero
+                hi = clip_value(np.maximum(x, 0), method, pct, stats.ema_max, imax)
+                lo = -clip_value(np.maximum(-x, 0), method, pct, -stats.ema_min, imax)
+                plan.input_offset = float(lo)
+                span = hi - lo
+            plan.input_scale = float(span / imax) if span > 0 else 1.0
+            notes.append(
+                f"{node.name}: input LSB {plan.input_scale:.4g}"
+                + (f", offset {plan.input_offset:.4g}" if plan.signed == "shift" else "")
+                + f" ({opts.scale}); weight LSB {float(plan.weight_scale.min()):.3g}"
+                f"..{float(plan.weight_scale.max()):.3g} ({opts.weight_scale})"
+            )
+        if ctx.calib is None and notes:
+            ctx.warnings.append(
+                "no calibration data: input scales are taken per batch at run time and "
+                "num_sends from weight statistics; pass --calib DATA.npz for static scales"
+            )
+        return PassResult(graph, bool(notes), notes)

@@ -1,0 +1,279 @@
+"""The executor: walks a program's step list over batches of data.
+
+Digital steps run as torch ops on the host (:mod:`anacc.runtime.digital_ops`). An analog step
+encodes its input into the chip's unsigned range (per its signed-input strategy), calls the
+backend once per input part with all of the layer's tiles, sums the per-run ADC reads
+digitally and rescales them to float. The ``ideal`` backend gets the float input instead.
+
+Every run counts, per analog layer, the inputs outside the range the layer's input encoding
+represents (they are clipped); :attr:`RunResult.warnings` reports them. A step that cannot run
+on what it is given (a program edited by hand) is a :class:`~anacc.errors.ProgramError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from anacc.compiler.datafile import Dataset, match_inputs
+from anacc.compiler.program import Program, ProgramLayer, Step
+from anacc.compiler.quant import col2im, combine_parts, conv_output_shape, encode_inputs, im2col
+from anacc.runtime.backends import Backend, get_backend
+from anacc.runtime.digital_ops import run_op
+
+from anacc.errors import DataError, ProgramError
+
+
+@dataclass
+class LayerTrace:
+    """What one analog layer saw during a run (collected only when tracing is on)."""
+
+    adc: list[torch.Tensor] = field(default_factory=list)  # per call: (rows, chunks, out)
+    clipped_inputs: int = 0
+    inputs: int = 0
+
+
+@dataclass
+class ClipCount:
+    """Inputs one analog layer received, and how many lay outside its calibrated range."""
+
+    clipped: int = 0
+    inputs: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.clipped / self.inputs if self.inputs else 0.0
+
+
+def count_clipped(
+    layer: ProgramLayer, rows: torch.Tensor, scale: float, offset: float, input_max: int
+) -> int:
+    """Entries of ``rows`` outside the range that ``(scale, offset)`` encodes."""
+    hi = offset + scale * input_max
+    lo = -hi if layer.signed == "split" else offset
+    return int(((rows < lo) | (rows > hi)).sum())
+
+
+def analog_rows(layer: ProgramLayer, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The layer input as chip input vectors ``(rows, in_features)`` and how to fold back."""
+    if layer.conv is not None:
+        spatial = tuple(x.shape[2:])
+        return im2col(x, layer.conv), ("conv", x.shape[0], conv_output_shape(spatial, layer.conv))
+    lead = tuple(x.shape[:-1])
+    return x.reshape(-1, x.shape[-1]), ("dense", lead)
+
+
+def fold_rows(y: torch.Tensor, how: tuple) -> torch.Tensor:
+    if how[0] == "conv":
+        return col2im(y, how[1], how[2])
+    return y.reshape(*how[1], y.shape[-1])
+
+
+def input_encoding(layer: ProgramLayer, rows: torch.Tensor, input_max: int) -> tuple[float, float]:
+    """``(scale, offset)`` of the input LSB: the program's static ones, or, for a program
+    compiled without calibration data, the batch's own."""
+    if layer.input_scale is not None:
+        return layer.input_scale, layer.input_offset
+    offset = 0.0
+    if layer.signed == "split":
+        span = float(rows.abs().max())
+    elif layer.signed == "shift":
+        offset = min(float(rows.min()), 0.0)
+        span = float(rows.max()) - offset
+    else:
+        span = float(rows.max())
+    return (span / input_max if span > 0 else 1.0), offset
+
+
+def analog_linear(
+    layer: ProgramLayer,
+    rows: torch.Tensor,
+    backend: Backend,
+    trace: LayerTrace | None = None,
+    clip: ClipCount | None = None,
+) -> torch.Tensor:
+    """``rows @ W + b`` computed the way the chip computes it (no autograd); counts clipped
+    inputs into ``trace`` and ``clip`` where given."""
+    a = layer.analog
+    if not backend.quantizes:
+        y = backend.linear(a, rows)
+    else:
+        chip = backend.chip
+        if torch.isnan(rows).any():
+            raise DataError(
+                f"analog layer {a.name} received {int(torch.isnan(rows).sum())} NaN values: an "
+                "earlier step overflowed float32; scale the input data into a moderate range"
+            )
+        scale, offset = input_encoding(layer, rows, chip.input_max)
+        parts = encode_inputs(rows, layer.signed, scale, offset, chip.input_max)
+        reads = [backend.mac(a, xq) for xq in parts]
+        if trace is not None or clip is not None:
+            clipped = count_clipped(layer, rows, scale, offset, chip.input_max)
+        if trace is not None:
+            trace.adc.extend(r.detach() for r in reads)
+            trace.inputs += rows.numel()
+            trace.clipped_inputs += clipped
+        if clip is not None:
+            clip.inputs += rows.numel()
+            clip.clipped += clipped
+        acc = combine_parts([r.sum(dim=1) for r in reads])
+        w_scale = torch.from_numpy(layer.weight_scale)
+        gain = backend.gain_per_send * a.num_sends
+        y = acc * (w_scale * (scale / gain))
+        if layer.signed == "shift" and offset != 0.0:
+            w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
+            y = y + offset * w_deq.sum(dim=0)
+    if layer.bias is not None:
+        y = y + torch.from_numpy(layer.bias)
+    return y
+
+
+class Executor:
+    """Runs a :class:`Program` on one backend."""
+
+    def __init__(self, program: Program, backend: Backend, *, trace: bool = False) -> None:
+        self.program = program
+        self.backend = backend
+        self.constants = {k: torch.from_numpy(np.asarray(v)) for k, v in program.constants.items()}
+        self.traces: dict[str, LayerTrace] | None = (
+            {name: LayerTrace() for name in program.layers} if trace else None
+        )
+        self.clipped = {name: ClipCount() for name in program.layers}
+
+    def step(self, step: Step, env: dict[str, torch.Tensor]) -> None:
+        # Program.load checks the dataflow, tiles and arrays; the attributes and shapes of a
+        # hand-edited program can still disagree with each other, which the ops find out.
+        try:
+            self._run_step(step, env)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise ProgramError(
+                f"step {step.name} ({step.op}) cannot run ({type(exc).__name__}: {detail}); "
+                "the program is inconsistent, recompile the model"
+            ) from exc
+
+    def _run_step(self, step: Step, env: dict[str, torch.Tensor]) -> None:
+        if step.analog:
+            layer = self.program.layers[step.name]
+            rows, how = analog_rows(layer, env[step.inputs[0]])
+            trace = self.traces[step.name] if self.traces is not None else None
+            y = analog_linear(layer, rows, self.backend, trace, self.clipped[step.name])
+            env[step.outputs[0]] = fold_rows(y, how)
+            return
+        args = [None if not t else (env[t] if t in env else self.constants[t]) for t in step.inputs]
+        for name, value in zip(step.outputs, run_op(step.op, step.attrs, args), strict=False):
+            env[name] = value
+
+    @torch.no_grad()
+    def run_batch(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        env = dict(feeds)
+        for step in self.program.steps:
+            self.step(step, env)
+        return {o.name: env[o.name] for o in self.program.outputs}
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    backend: str
+    samples: int
+    seconds: float
+    accuracy: float | None
+    traces: dict[str, LayerTrace] | None = None
+    clipped: dict[str, ClipCount] = field(default_factory=dict)
+
+    @property
+    def clipped_fraction(self) -> float:
+        """Share of all analog-layer inputs that were clipped (0 on the ``ideal`` backend)."""
+        total = sum(c.inputs for c in self.clipped.values())
+        return sum(c.clipped for c in self.clipped.values()) / total if total else 0.0
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line each: inputs that were clipped (how many, the worst layer), outputs that
+        are not finite."""
+        lines = []
+        if any(c.clipped for c in self.clipped.values()):
+            name, worst = max(self.clipped.items(), key=lambda kv: kv[1].fraction)
+            clipped = sum(c.clipped for c in self.clipped.values())
+            inputs = sum(c.inputs for c in self.clipped.values())
+            lines.append(
+                f"{100 * self.clipped_fraction:.3g} % of the analog layers' inputs ({clipped:,} "
+                f"of {inputs:,}) lay outside the calibrated range and were clipped, most in "
+                f"layer {name} ({100 * worst.fraction:.3g} %); recompile with calibration data "
+                "(--calib) that covers this data"
+            )
+        bad = sum(int((~np.isfinite(v)).sum()) for v in self.outputs.values())
+        if bad:
+            lines.append(
+                f"{bad:,} output values are NaN/Inf: float32 overflowed (inputs or weights too "
+                "large); check the range of the input data"
+            )
+        return lines
+
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    for b0 in range(0, n, batch_size):
+        yield slice(b0, min(n, b0 + batch_size))
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    pred = logits.reshape(logits.shape[0], -1).argmax(axis=1)
+    return float((pred == labels.reshape(-1).astype(np.int64)).mean())
+
+
+def run_program(
+    program: Program,
+    data: Dataset | dict[str, np.ndarray],
+    *,
+    backend: str | Backend = "emulator",
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+    trace: bool = False,
+) -> RunResult:
+    """Run ``program`` over all samples of ``data`` in batches; accuracy if labels are given."""
+    if isinstance(data, dict):
+        data = match_inputs(data, program.inputs, "input data")
+    _check_label_range(program, data)
+    if isinstance(backend, str):
+        backend = get_backend(
+            backend, program.chip, program.chip.profile(program.profile), seed=seed
+        )
+    ex = Executor(program, backend, trace=trace)
+    t0 = time.perf_counter()
+    collected: dict[str, list[np.ndarray]] = {o.name: [] for o in program.outputs}
+    n = data.samples
+    it = batches(n, max(1, batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(list(it), desc=f"run ({backend.name})", unit="batch", leave=False)
+    for sl in it:
+        feeds = {k: torch.from_numpy(v[sl]) for k, v in data.inputs.items()}
+        for k, v in ex.run_batch(feeds).items():
+            collected[k].append(v.numpy())
+    outputs = {k: np.concatenate(v) for k, v in collected.items()}
+    seconds = time.perf_counter() - t0
+    accuracy = None
+    if data.labels is not None and program.outputs:
+        accuracy = top1(outputs[program.outputs[0].name], data.labels)
+    return RunResult(outputs, backend.name, n, seconds, accuracy, ex.traces, ex.clipped)
+
+
+def _check_label_range(program: Program, data: Dataset) -> None:
+    if data.labels is None or not program.outputs or data.labels.size == 0:
+        return
+    shape = program.outputs[0].sample_shape
+    if not all(isinstance(d, int) for d in shape):
+        return
+    classes = int(np.prod(shape, dtype=np.int64))
+    top = int(data.labels.max())
+    if top >= classes:
+        raise DataError(
+            f"{data.path}: 'labels' go up to {top}, but output '{program.outputs[0].name}' has "
+            f"{classes} classes; check that the labels belong to this model"
+        )

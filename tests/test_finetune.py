@@ -1,0 +1,184 @@
+"""Hardware-in-the-loop fine-tuning and export back to ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from anacc.compiler.datafile import match_inputs
+from anacc.compiler.export import to_onnx
+from anacc.compiler.program import Program
+from anacc.passes.finetune import FinetuneOptions, TrainingGraph, finetune
+from anacc.runtime.backends import get_backend
+from anacc.runtime.characterize import measure_gain
+from anacc.runtime.executor import run_program
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import anacc
+from anacc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def split(dataset: str, name: str, n: int | None = None) -> dict[str, np.ndarray]:
+    with np.load(MODELS / "data" / f"{dataset}_{name}.npz") as d:
+        return {k: d[k][:n] for k in d.files}
+
+
+def one_layer_model(path: Path, n_in: int = 20, n_out: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32) * 0.3
+    b = rng.standard_normal(n_out).astype(np.float32) * 0.1
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
+        "one_layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_surrogate_gradient_matches_finite_differences_of_the_ideal_linear_model(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (32, 20)).astype(np.float32)
+    target = rng.standard_normal((32, 6)).astype(np.float32)
+    program = anacc.compile(one_layer_model(tmp_path / "m.onnx"), calib={"x": x})
+    chip = program.chip
+    backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
+    ratio = measure_gain(backend) / backend.gain_per_send
+    model = TrainingGraph(program, backend, ratio, FinetuneOptions())
+    out = model({"x": torch.from_numpy(x)})
+    loss = torch.nn.functional.mse_loss(out, torch.from_numpy(target), reduction="sum")
+    loss.backward()
+    layer = next(iter(model.layers.values()))
+    grad_w = layer.weight.grad.numpy().astype(np.float64)
+    grad_b = layer.bias.grad.numpy().astype(np.float64)
+
+    # the upstream gradient is taken at the chip's (noisy) output; the linear model's own
+    # derivative comes from central differences of y(W) = ratio * x @ W + b in float64
+    dl_dy = 2.0 * (out.detach().numpy().astype(np.float64) - target)
+    w0 = layer.weight.detach().numpy().astype(np.float64)
+    x64 = x.astype(np.float64)
+
+    def f(w: np.ndarray) -> float:
+        return float((dl_dy * (ratio * x64 @ w)).sum())
+
+    h = 1e-3
+    for i, j in [(0, 0), (3, 2), (19, 5), (7, 1)]:
+        dw = np.zeros_like(w0)
+        dw[i, j] = h
+        numeric = (f(w0 + dw) - f(w0 - dw)) / (2 * h)
+        assert grad_w[i, j] == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(grad_b, dl_dy.sum(axis=0), rtol=1e-4)
+    assert 0.9 < ratio < 1.1  # the emulator's measured gain is close to its nominal gain
+
+
+def test_a_few_finetuning_steps_lower_the_training_loss():
+    program = anacc.compile(MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"))
+    train = match_inputs(split("mnist1d", "train", 1024), program.inputs)
+
+    def loss(prog: Program) -> float:
+        logits = run_program(prog, train, backend="emulator", seed=0).outputs["logits"]
+        return float(
+            torch.nn.functional.cross_entropy(
+                torch.from_numpy(logits), torch.from_numpy(train.labels)
+            )
+        )
+
+    result = finetune(program, train, None, FinetuneOptions(epochs=2, lr=2e-3, seed=0))
+    assert result.best_epoch >= 1
+    assert loss(result.program) < loss(program)
+    assert result.history[-1].train_loss < result.history[0].train_loss * 1.05
+
+
+def test_finetuning_is_deterministic_with_a_seed():
+    program = anacc.compile(MODELS / "digits_mlp.onnx", calib=split("digits", "calib"))
+    train = match_inputs(split("digits", "train", 256), program.inputs)
+    opts = FinetuneOptions(epochs=1, seed=7)
+    a = finetune(program, train, None, opts).program
+    b = finetune(program, train, None, opts).program
+    assert a.to_bytes() == b.to_bytes()
+    assert a.layers.keys() == program.layers.keys()
+    for name, layer in a.layers.items():  # the mapping is kept, the weights change
+        assert layer.analog.tiles == program.layers[name].analog.tiles
+        np.testing.assert_array_equal(layer.analog.row_slot, program.layers[name].analog.row_slot)
+    assert any(
+        not np.array_equal(layer.analog.weight, program.layers[n].analog.weight)
+        for n, layer in a.layers.items()
+    )
+
+
+@pytest.mark.parametrize(
+    "name,dataset",
+    [("digits_mlp", "digits"), ("digits_cnn", "digits_img"), ("mnist1d_mlp", "mnist1d")],
+)
+def test_exported_onnx_equals_the_program_on_the_ideal_backend(name, dataset):
+    program = anacc.compile(MODELS / f"{name}.onnx", calib=split(dataset, "calib"))
+    train = match_inputs(split(dataset, "train", 128), program.inputs)
+    tuned = finetune(program, train, None, FinetuneOptions(epochs=1, seed=0)).program
+    test = split(dataset, "test")
+    sess = ort.InferenceSession(
+        to_onnx(tuned).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    ref = sess.run(None, {"input": test["input"]})[0]
+    got = run_program(tuned, test, backend="ideal").outputs["logits"]
+    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_finetune_and_export_commands(tmp_path):
+    runner = CliRunner()
+    prog = tmp_path / "m.anacc"
+    r = runner.invoke(
+        main,
+        [
+            "compile",
+            str(MODELS / "digits_mlp.onnx"),
+            "--calib",
+            str(MODELS / "data" / "digits_calib.npz"),
+            "-o",
+            str(prog),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    tuned = tmp_path / "tuned.anacc"
+    r = runner.invoke(
+        main,
+        [
+            "finetune",
+            str(prog),
+            "--data",
+            str(MODELS / "data" / "digits_calib.npz"),
+            "--val",
+            str(MODELS / "data" / "digits_test.npz"),
+            "--epochs",
+            "1",
+            "-o",
+            str(tuned),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "epoch 1: train loss" in r.output and "validation accuracy" in r.output
+    out = tmp_path / "tuned.onnx"
+    r = runner.invoke(main, ["export", str(tuned), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    onnx.checker.check_model(onnx.load(out))
+    r = runner.invoke(
+        main,
+        [
+            "finetune",
+            str(prog),
+            "--data",
+            str(MODELS / "data" / "digits_calib.npz"),
+            "-o",
+            str(prog),
+        ],
+    )
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output
