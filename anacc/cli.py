@@ -108,6 +108,13 @@ def _echo_warnings(warnings: list[str]) -> None:
     "--seed", type=int, default=0, show_default=True, help="Seed for calibration subsampling."
 )
 @click.option(
+    "--gain-factor",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Multiply every layer's chosen num_sends by this factor.",
+)
+@click.option(
     "--max-params", type=int, default=None, help="Refuse models with more parameters than this."
 )
 @click.option("--explain", is_flag=True, help="Print what every pass did.")
@@ -123,6 +130,7 @@ def compile_cmd(
     signed,
     row_order,
     seed,
+    gain_factor,
     max_params,
     explain,
 ):
@@ -134,7 +142,12 @@ def compile_cmd(
     if output.suffix == ".onnx":
         raise OptionError(f"{output}: the program file should not end in .onnx; use .anacc")
     opts = CompileOptions(
-        scale=scale, weight_scale=weight_scale, signed=signed, row_order=row_order, seed=seed
+        scale=scale,
+        weight_scale=weight_scale,
+        signed=signed,
+        row_order=row_order,
+        seed=seed,
+        gain_factor=gain_factor,
     )
     program = compile_model(
         model, chip=chip, profile=profile, calib=calib, options=opts, max_params=max_params

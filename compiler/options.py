@@ -26,6 +26,8 @@ class CompileOptions:
     - ``shift_max_ratio``: in ``auto``, shift when the negative range is at most this fraction
       of the positive range (the quantization step then grows by at most that fraction).
     - ``row_order``: ``natural`` or ``interleaved`` (strong rows spread out in time).
+    - ``gain_factor``: multiplies every layer's chosen ``num_sends`` (more gain: more signal
+      and more noise per read, more saturation risk); 1 keeps the percentile rule's choice.
     - ``calib_batch``: batch size of the float model runs that gather calibration statistics.
     """
 
@@ -35,6 +37,7 @@ class CompileOptions:
     shift_max_ratio: float = 0.25
     row_order: str = "natural"
     seed: int = 0
+    gain_factor: float = 1.0
     calib_batch: int = 64
 
     def __post_init__(self) -> None:
@@ -51,6 +54,8 @@ class CompileOptions:
             raise OptionError(f"row order '{self.row_order}': use one of {', '.join(ROW_ORDERS)}")
         if not 0.0 <= self.shift_max_ratio <= 1.0:
             raise OptionError("shift_max_ratio must lie in 0..1")
+        if not 0.0 < self.gain_factor <= 64.0:
+            raise OptionError(f"gain factor {self.gain_factor}: use a value in (0, 64]")
         if self.calib_batch < 1:
             raise OptionError("calib_batch must be at least 1")
 

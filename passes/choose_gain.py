@@ -5,7 +5,8 @@ Contract: for every ``Linear`` the pass sets ``LayerPlan.num_sends`` to the larg
 acc|`` stays inside the chip's linear output range, where ``acc`` are the exact integer
 accumulations of each run (each row chunk of each input part) on the calibration rows. Layers
 with few input features have small accumulations and so get more sends: the "increase global
-gain for few input features" rule follows from the percentile rule.
+gain for few input features" rule follows from the percentile rule. ``gain_factor`` scales the
+result (for calibration searches).
 
 Without calibration data the accumulations come from synthetic inputs drawn uniformly from
 the chip's input range (a conservative, weight-statistics-only rule), with a warning from the
@@ -66,11 +67,14 @@ class ChooseGain(Pass):
             chunks = sorted({t.rows for t in plan.tiles})
             acc = np.abs(run_accumulations(parts, plan.weight_q, chunks))
             pct = float(np.percentile(acc, OUTPUT_PERCENTILE)) if acc.size else 0.0
-            plan.num_sends = sends_for(pct, gain, linear_max, chip.num_sends_max)
+            sends = sends_for(pct, gain, linear_max, chip.num_sends_max)
+            factor = ctx.options.gain_factor
+            plan.num_sends = int(np.clip(round(sends * factor), 1, chip.num_sends_max))
             plan.gain_reason = (
                 f"p{OUTPUT_PERCENTILE:g} |acc| {pct:.0f} over {source} -> "
                 f"{plan.num_sends} sends ({gain * plan.num_sends * pct:.1f} LSB of "
                 f"+-{linear_max:g} linear)"
+                + (f", gain factor {factor:g}" if factor != 1.0 else "")
             )
             notes.append(f"{node.name}: {plan.gain_reason}")
         return PassResult(graph, bool(notes), notes)

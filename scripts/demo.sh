@@ -18,3 +18,6 @@ echo "== accuracy on ${DATA}_test.npz"
 for backend in ideal quantized emulator; do
   "$ANACC" run "$OUT/digits_cnn.anacc" --data "${DATA}_test.npz" --backend "$backend"
 done
+echo
+echo "== anacc report out/digits_cnn.anacc --data ${DATA}_test.npz --html out/digits_cnn_report.html"
+"$ANACC" report "$OUT/digits_cnn.anacc" --data "${DATA}_test.npz" --html "$OUT/digits_cnn_report.html"
