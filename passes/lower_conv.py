@@ -36,6 +36,7 @@ class LowerConv(Pass):
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
+        lowered = 0
         for node in graph.nodes():
             if node.op != "Conv":
                 continue
@@ -64,6 +65,7 @@ class LowerConv(Pass):
             if len(node.inputs) > 2 and node.inputs[2]:
                 inputs.append(node.inputs[2])
             graph.add_node(Node(node.name, "Linear", inputs, list(node.outputs), {"conv": conv}))
+            lowered += 1
             shape = "x".join(map(str, conv["kernel_shape"]))
             notes.append(
                 f"{node.name}: Conv {conv['in_channels']}->{conv['out_channels']} k{shape}"
@@ -71,4 +73,4 @@ class LowerConv(Pass):
                 + (f" (block-diagonal, {group} groups)" if group > 1 else "")
             )
         graph.prune_unused()
-        return PassResult(graph, bool(notes), notes)
+        return PassResult(graph, lowered > 0, notes)
