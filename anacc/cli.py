@@ -115,7 +115,10 @@ def _echo_warnings(warnings: list[str]) -> None:
     help="Multiply every layer's chosen num_sends by this factor.",
 )
 @click.option(
-    "--max-params", type=int, default=None, help="Refuse models with more parameters than this."
+    "--max-params",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Refuse models with more parameters than this.",
 )
 @click.option("--explain", is_flag=True, help="Print what every pass did.")
 @user_errors
@@ -152,7 +155,9 @@ def compile_cmd(
     program = compile_model(
         model, chip=chip, profile=profile, calib=calib, options=opts, max_params=max_params
     )
-    protect = tuple(p for p in (model, calib, Path(str(model) + ".data")) if p is not None)
+    from anacc.compiler.frontend import external_data_files
+
+    protect = (model, *([calib] if calib else []), *external_data_files(model))
     program.save(output, protect=protect)
     if explain:
         click.echo(program.explain)
@@ -213,6 +218,7 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
         batch_size=batch_size,
         progress=sys.stderr.isatty() and not as_json,
     )
+    _echo_warnings(result.warnings)
     if output is not None:
         buf = io.BytesIO()
         np.savez(buf, **result.outputs)

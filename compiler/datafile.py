@@ -31,6 +31,8 @@ _MAX_CLASSES = 2**31
 # What reading a damaged zip member raises; zipfile raises NotImplementedError for header
 # flags it cannot honour.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError)
+# The compressions numpy (and anacc) write.
+ZIP_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -104,15 +106,13 @@ def _check_npz_members(
     for info in infos:
         if not info.filename.endswith(".npy"):
             raise error(f"{where}: member {info.filename!r} is not an .npy array")
-        if info.flag_bits & 0x1 or info.compress_type not in (
-            zipfile.ZIP_STORED,
-            zipfile.ZIP_DEFLATED,
-        ):
+        if info.flag_bits & 0x1 or info.compress_type not in ZIP_COMPRESSIONS:
             raise error(
                 f"{where}: member {info.filename!r} is encrypted or uses an unsupported "
                 "compression; write it with numpy.savez or numpy.savez_compressed"
             )
         ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+        # The slack covers deflate's fixed overhead on tiny members.
         if info.file_size > ratio * info.compress_size + 1024:
             raise error(
                 f"{where}: member {info.filename!r} claims {info.file_size} bytes from "
@@ -123,7 +123,9 @@ def _check_npz_members(
         raise error(f"{where}: the arrays unpack to {total} bytes, more than {max_bytes}")
 
 
-def _read_npy(f: IO[bytes], info: zipfile.ZipInfo, where: str, error: type[AnaccError]):
+def _read_npy(
+    f: IO[bytes], info: zipfile.ZipInfo, where: str, error: type[AnaccError]
+) -> np.ndarray:
     name = info.filename[: -len(".npy")]
     version = np.lib.format.read_magic(f)
     if version not in _NPY_HEADER_READERS:
@@ -183,7 +185,9 @@ def match_inputs(
             want = " x ".join(["N", *map(str, spec.sample_shape)])
             got = " x ".join(map(str, a.shape)) or "scalar"
             raise DataError(f"{source}: array '{spec.name}' has shape {got}; expected {want}")
-        a = a.astype(np.float32, copy=False)
+        # Values beyond the float32 range become Inf, which the next check reports.
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32, copy=False)
         if not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
             raise DataError(
@@ -203,23 +207,29 @@ def match_inputs(
 
 
 def _check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
-    """``labels`` as int64 class indices, one per sample."""
-    if labels.ndim != 1 or labels.shape[0] != n:
+    """One entry per sample: integer (or boolean) class indices, returned as int64, or
+    finite float targets of any per-sample shape, returned unchanged."""
+    if labels.ndim == 0 or labels.shape[0] != n:
         shape = " x ".join(map(str, labels.shape)) or "scalar"
+        raise DataError(f"{source}: '{LABELS}' has shape {shape}; expected {n} entries")
+    if labels.dtype.kind == "f":
+        bad = int((~np.isfinite(labels)).sum())
+        if bad:
+            raise DataError(f"{source}: '{LABELS}' has {bad} NaN/Inf values")
+        return labels
+    if labels.dtype.kind not in "iub":
         raise DataError(
-            f"{source}: '{LABELS}' has shape {shape}; expected one class index per sample ({n})"
+            f"{source}: '{LABELS}' has dtype {labels.dtype}; expected integer class indices "
+            "or float targets"
         )
-    if labels.dtype.kind not in "iuf":
+    if labels.ndim != 1:
+        shape = " x ".join(map(str, labels.shape))
         raise DataError(
-            f"{source}: '{LABELS}' has dtype {labels.dtype}; expected integer class indices"
+            f"{source}: integer '{LABELS}' have shape {shape}; expected one class index per sample"
         )
-    whole = np.isfinite(labels) & (labels == np.round(labels)) & (labels >= 0)
-    whole &= labels < _MAX_CLASSES
-    if not whole.all():
-        raise DataError(
-            f"{source}: '{LABELS}' has {int((~whole).sum())} entries that are not "
-            "class indices (whole numbers from 0)"
-        )
+    bad = int(((labels < 0) | (labels >= _MAX_CLASSES)).sum())
+    if bad:
+        raise DataError(f"{source}: '{LABELS}' has {bad} entries that are not class indices")
     return labels.astype(np.int64)
 
 

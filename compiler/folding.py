@@ -9,6 +9,11 @@
 - the integer ops exporters apply to shapes (Gather, Slice, Unsqueeze, Squeeze, Concat, Cast,
   Identity, Reshape, Add/Sub/Mul/Div) on such symbolic values.
 
+A folded value may not hold more than ``max_elements`` elements: a few bytes of model
+(``ConstantOfShape`` of ``[50000, 50000]``) must not make the compiler allocate gigabytes.
+ONNX's shape inference for the node tells the size before anything is evaluated; a node over
+the limit is a :class:`~anacc.errors.ModelError`.
+
 A symbolic value is a :class:`SymValue`: a rank-0 or rank-1 int64 tensor whose entries are
 dims of :mod:`anacc.compiler.symdim` (``"N"``, ``"4*N"``, ints). Once no entry is symbolic it
 becomes a plain numpy array. So ``x.view(x.size(0), -1)``, exported as
@@ -25,7 +30,14 @@ import numpy as np
 import onnx
 from anacc.compiler import symdim
 from anacc.compiler.ir import Dim
+from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
+
+from anacc.errors import ModelError
+
+# Inputs up to this many elements are handed to shape inference by value (shapes, repeats,
+# ranges); larger ones, weights, only by type.
+_DATA_FOR_INFERENCE = 1024
 
 # Ops whose value differs between runs, or that hold subgraphs reading outer-scope values.
 _NEVER_FOLD = frozenset(
@@ -73,12 +85,13 @@ def fold_node(
     values: Mapping[str, Value],
     shape_of: ShapeOf,
     opsets: Mapping[str, int],
+    max_elements: int | None = None,
 ) -> dict[str, Value] | None:
     """The values of the node's outputs, or None if they are not known before run time.
 
     ``values`` holds the constant and symbolic tensors known so far, ``shape_of`` the shape
     of any other tensor (None, or a ``None`` entry, where unknown), ``opsets`` the model's
-    opset imports.
+    opset imports. A constant output of more than ``max_elements`` elements is a ModelError.
     """
     if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
         return None
@@ -91,7 +104,47 @@ def fold_node(
     if any(isinstance(v, SymValue) for v in inputs):
         result = _fold_symbolic(node, inputs, opsets[""])
         return None if result is None else {node.output[0]: result}
+    if max_elements is not None:
+        size = _largest_output(node, inputs, opsets)
+        if size is not None and size > max_elements:
+            raise ModelError(
+                f"its constant output would hold {size:,} elements, more than the limit of "
+                f"{max_elements:,} for this model; the model is malformed"
+            )
     return _evaluate(node, inputs, opsets)
+
+
+def _largest_output(
+    node: onnx.NodeProto, inputs: list[Value | None], opsets: Mapping[str, int]
+) -> int | None:
+    """Elements of the node's largest output by ONNX shape inference; None if unknown."""
+    arrays = {t: v for t, v in zip(node.input, inputs, strict=True) if isinstance(v, np.ndarray)}
+    try:
+        schema = onnx.defs.get_schema(
+            node.op_type, opsets.get(node.domain, opsets[""]), node.domain
+        )
+        types = {
+            t: onnx.helper.make_tensor_type_proto(
+                onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape
+            )
+            for t, v in arrays.items()
+        }
+        data = {
+            t: numpy_helper.from_array(v, t)
+            for t, v in arrays.items()
+            if v.size <= _DATA_FOR_INFERENCE
+        }
+        imports = [onnx.helper.make_opsetid(d, v) for d, v in opsets.items()]
+        outputs = onnx.shape_inference.infer_node_outputs(schema, node, types, data, None, imports)
+    # Inference fails in many ways (unknown ops, odd types); the size is then just unknown.
+    except Exception:
+        return None
+    sizes = []
+    for tp in outputs.values():
+        shape = tp.tensor_type.shape
+        if tp.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in shape.dim):
+            sizes.append(int(np.prod([d.dim_value for d in shape.dim], dtype=object)))
+    return max(sizes, default=None)
 
 
 def _evaluate(

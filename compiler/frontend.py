@@ -1,9 +1,10 @@
 """Read an ONNX model file and build the anacc graph IR of docs/ir.md from it.
 
-- :func:`load_onnx`: read and validate a model file (external data next to it included):
-  protobuf parse, ``onnx.checker``, opset (9..21 read directly, others converted to 17),
-  ONNX shape inference, an optional parameter limit. Every problem is one
-  :class:`~anacc.errors.ModelError` line that names the file.
+- :func:`load_onnx`: read and validate a model file (external data included, read only from
+  plain files inside the model's folder): protobuf parse, ``onnx.checker``, tensor data sizes,
+  opset (9..21 read directly, others converted to 17), ONNX shape inference, an optional
+  parameter limit. Every problem is one :class:`~anacc.errors.ModelError` line that names
+  the file.
 - :func:`graph_from_onnx`: the IR of a validated model. Each graph input's first dimension
   becomes the symbolic batch; constants and shape computations are folded
   (:mod:`anacc.compiler.folding`); every remaining node is normalized
@@ -11,7 +12,8 @@
   (:mod:`anacc.compiler.shapes`). Unsupported ops are reported together in one
   :class:`~anacc.errors.UnsupportedOpError` before any other problem.
 - :func:`load_model`: both of the above.
-- :func:`model_sha256`: a hash of the model file and its external data files.
+- :func:`model_sha256`: a hash of the model file and its external data files;
+  :func:`external_data_files`: those files.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from anacc.compiler.ir import Dim, Graph, Node, Shape, TensorInfo
 from anacc.compiler.normalize import NormalizeContext, normalize_node
 from anacc.compiler.opset import CONVERT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPS
 from anacc.compiler.shapes import infer_output_shapes
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper
 
 from anacc.errors import ModelError, OptionError, UnsupportedOpError
@@ -37,31 +40,39 @@ from anacc.errors import ModelError, OptionError, UnsupportedOpError
 _PROTOBUF_LIMIT = 2**31 - 1
 # Node names listed per unsupported op type before the rest is summarized as a count.
 _NAMES_PER_OP = 10
+# Longest quote of a library's error message in ours.
+_MESSAGE_CHARS = 300
+# Elements a folded constant may always hold, however small the model.
+_MIN_FOLD_LIMIT = 1 << 22
+# Ops whose constant inputs are trained parameters, which must be finite numbers.
+_PARAMETER_OPS = frozenset({"Gemm", "MatMul", "Conv", "BatchNormalization"})
 
 
 def load_onnx(path: str | os.PathLike, *, max_params: int | None = None) -> onnx.ModelProto:
     """The validated, shape-inferred model at ``path`` in a default-domain opset 9..21."""
     p, model = _read(path)
-    n_params = sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer)
+    n_params = sum(int(np.prod(t.dims, dtype=object)) for t in model.graph.initializer)
     if max_params is not None and n_params > max_params:
         raise ModelError(
             f"{path}: the model has {n_params:,} parameters, more than the limit of "
             f"{max_params:,}; raise the limit (--max-params) to read it"
         )
-    external = _external_files(p, model)
+    external = _external_files(path, p, model)
     _load_external_data(path, p, model)
     size = p.stat().st_size + sum(f.stat().st_size for f in external)
     try:
         onnx.checker.check_model(model if size < _PROTOBUF_LIMIT else str(p))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
+        raise ModelError(f"{path}: invalid ONNX model: {_one_line(exc)}") from None
+    _check_tensor_data(path, model)
     model = _supported_opset(path, model)
     if size >= _PROTOBUF_LIMIT:
         return model
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise ModelError(f"{path}: ONNX shape inference failed: {_first_line(exc)}") from None
+    # Besides its own errors, inference raises ValueError for unknown element types.
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"{path}: ONNX shape inference failed: {_one_line(exc)}") from None
 
 
 def load_model(
@@ -72,13 +83,17 @@ def load_model(
     return graph_from_onnx(model, batch_dim=batch_dim, name=Path(path).stem, source=str(path))
 
 
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The external data files the model at ``path`` reads (to protect them from ``-o``)."""
+    p, model = _read(path)
+    return _external_files(path, p, model)
+
+
 def model_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of the model file followed by each external data file (sorted by name)."""
     p, model = _read(path)
     digest = hashlib.sha256(p.read_bytes())
-    for f in _external_files(p, model):
-        if not f.is_file():
-            raise ModelError(f"{path}: external data file {f.name!r} is missing")
+    for f in _external_files(path, p, model):
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
     return digest.hexdigest()
@@ -104,9 +119,11 @@ def graph_from_onnx(
 # -- reading and validating -----------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (ONNX spreads some over several), shortened."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = text or type(exc).__name__
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
 
 
 def _read(path: str | os.PathLike) -> tuple[Path, onnx.ModelProto]:
@@ -116,12 +133,35 @@ def _read(path: str | os.PathLike) -> tuple[Path, onnx.ModelProto]:
     if not p.is_file():
         raise ModelError(f"{path}: is not a file; pass the path of an .onnx model file")
     try:
-        return p, onnx.load_model(str(p), load_external_data=False)
+        model = onnx.load_model(str(p), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise ModelError(
-            f"{path}: not an ONNX model, or the file is truncated ({_first_line(exc)}); "
+            f"{path}: not an ONNX model, or the file is truncated ({_one_line(exc)}); "
             "re-export or re-download it"
         ) from None
+    where = _non_utf8_field(model, "model")
+    if where is not None:
+        raise ModelError(
+            f"{path}: the text field {where} is not valid UTF-8, so the file is corrupt; "
+            "re-export or re-download it"
+        )
+    return p, model
+
+
+def _non_utf8_field(msg: Message, where: str) -> str | None:
+    """The path of the first string field that is not valid UTF-8 (protobuf hands such a
+    proto2 field over as ``bytes``), or None."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        for item in [value] if isinstance(value, (str, bytes, Message)) else value:
+            if isinstance(item, bytes):
+                return f"{where}.{fd.name}"
+            if isinstance(item, Message):
+                found = _non_utf8_field(item, f"{where}.{fd.name}")
+                if found is not None:
+                    return found
+    return None
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -141,33 +181,115 @@ def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [t for t in _all_tensors(model.graph) if external_data_helper.uses_external_data(t)]
 
 
-def _external_files(p: Path, model: onnx.ModelProto) -> list[Path]:
-    locations = {
-        external_data_helper.ExternalDataInfo(t).location for t in _external_tensors(model)
-    }
-    return [p.parent / loc for loc in sorted(locations)]
+def _external_file(path: str | os.PathLike, p: Path, location: str) -> Path:
+    """The file an external data ``location`` names; it must be a plain file in the model's
+    folder (or below it), so that a model cannot make anacc read files elsewhere."""
+    rel = Path(location)
+    if not location or "\0" in location or rel.is_absolute() or ".." in rel.parts:
+        raise ModelError(
+            f"{path}: external data location {location!r} is not a file name inside the "
+            f"model's folder {p.parent}; keep the data file next to the model"
+        )
+    f = p.parent / rel
+    if f.is_symlink() or (f.exists() and not f.resolve().is_relative_to(p.parent.resolve())):
+        raise ModelError(
+            f"{path}: external data file {location!r} is a symbolic link or lies outside "
+            f"{p.parent}; copy the data file next to the model"
+        )
+    if not f.is_file():
+        raise ModelError(
+            f"{path}: external data file {location!r} is missing; keep it in "
+            f"{p.parent} next to the model"
+        )
+    return f
+
+
+def _external_files(path: str | os.PathLike, p: Path, model: onnx.ModelProto) -> list[Path]:
+    locations = {_external_info(path, t).location for t in _external_tensors(model)}
+    return [_external_file(path, p, loc) for loc in sorted(locations)]
+
+
+def _external_info(
+    path: str | os.PathLike, tensor: onnx.TensorProto
+) -> external_data_helper.ExternalDataInfo:
+    try:
+        return external_data_helper.ExternalDataInfo(tensor)
+    except ValueError as exc:
+        raise ModelError(
+            f"{path}: tensor {tensor.name!r} has an invalid external data reference "
+            f"({_one_line(exc)}); re-export the model"
+        ) from None
 
 
 def _load_external_data(path: str | os.PathLike, p: Path, model: onnx.ModelProto) -> None:
     for tensor in _external_tensors(model):
-        info = external_data_helper.ExternalDataInfo(tensor)
-        f = p.parent / info.location
-        if not f.is_file():
+        info = _external_info(path, tensor)
+        f = _external_file(path, p, info.location)
+        if tensor.data_type not in _WHOLE_BYTE_TYPES:
             raise ModelError(
-                f"{path}: external data file {info.location!r} is missing; keep it in "
-                f"{p.parent} next to the model"
+                f"{path}: external tensor {tensor.name!r} has data type {tensor.data_type}, "
+                "which anacc does not read from external data; re-export the model"
             )
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        needed = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
-        if info.length and info.length != needed or f.stat().st_size < info.offset + needed:
+        needed = int(np.prod(tensor.dims, dtype=object)) * itemsize
+        offset = info.offset or 0
+        if info.length and info.length != needed or f.stat().st_size < offset + needed:
             raise ModelError(
                 f"{path}: external data file {info.location!r} is too short for tensor "
                 f"{tensor.name!r} (truncated?); re-export the model"
             )
     try:
         external_data_helper.load_external_data_for_model(model, str(p.parent))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read external data: {_first_line(exc)}") from None
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise ModelError(f"{path}: cannot read external data: {_one_line(exc)}") from None
+
+
+# Element types stored as whole bytes, one element per entry of their typed field; the
+# sub-byte types (INT4, FLOAT4E2M1, ...) pack several elements and anacc computes on none.
+_WHOLE_BYTE_TYPES = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in (
+        "FLOAT",
+        "UINT8",
+        "INT8",
+        "UINT16",
+        "INT16",
+        "INT32",
+        "INT64",
+        "BOOL",
+        "FLOAT16",
+        "DOUBLE",
+        "UINT32",
+        "UINT64",
+        "BFLOAT16",
+        "FLOAT8E4M3FN",
+        "FLOAT8E4M3FNUZ",
+        "FLOAT8E5M2",
+        "FLOAT8E5M2FNUZ",
+    )
+    if hasattr(onnx.TensorProto, name)
+)
+
+
+def _check_tensor_data(path: str | os.PathLike, model: onnx.ModelProto) -> None:
+    """Every tensor holds exactly the data its shape needs; ``onnx.checker`` only refuses
+    too little, and numpy would fail on too much."""
+    for t in _all_tensors(model.graph):
+        if t.data_type not in _WHOLE_BYTE_TYPES:
+            continue
+        n = int(np.prod(t.dims, dtype=object))
+        if t.HasField("raw_data"):
+            have = len(t.raw_data)
+            need = n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            unit = "bytes"
+        else:
+            have = len(getattr(t, onnx.helper.tensor_dtype_to_field(t.data_type)))
+            need, unit = n, "values"
+        if have != need:
+            raise ModelError(
+                f"{path}: tensor {t.name!r} holds {have} {unit} of data but its shape "
+                f"{list(t.dims)} needs {need}; the file is corrupt, re-export it"
+            )
 
 
 def _default_opset(model: onnx.ModelProto) -> int | None:
@@ -190,7 +312,7 @@ def _supported_opset(path: str | os.PathLike, model: onnx.ModelProto) -> onnx.Mo
         raise ModelError(
             f"{path}: opset {opset} is not supported (anacc reads opsets {MIN_OPSET}.."
             f"{MAX_OPSET}) and converting it to opset {CONVERT_OPSET} failed "
-            f"({_first_line(exc)}); re-export the model with opset {CONVERT_OPSET}"
+            f"({_one_line(exc)}); re-export the model with opset {CONVERT_OPSET}"
         ) from None
 
 
@@ -229,6 +351,11 @@ class _GraphBuilder:
         self.values: dict[str, Value] = {
             t.name: numpy_helper.to_array(t) for t in model.graph.initializer
         }
+        # A folded constant may be as large as all of the model's parameters, or a little.
+        self.max_folded = max(
+            _MIN_FOLD_LIMIT,
+            sum(int(v.size) for v in self.values.values()),  # type: ignore[union-attr]
+        )
         self.shapes: dict[str, Shape] = {}
         self.dtypes: dict[str, str] = {}
         self.unknown: set[str] = set()
@@ -258,6 +385,11 @@ class _GraphBuilder:
                         f"{self.source}: graph input {vi.name!r} has a dynamic dimension "
                         f"{d or '?'} at axis {axis}; only axis 0 (the batch) may be dynamic, "
                         "re-export with fixed sizes"
+                    )
+                if d < 1:
+                    raise ModelError(
+                        f"{self.source}: graph input {vi.name!r} has dimension {d} at axis "
+                        f"{axis}; anacc needs at least one element per sample, re-export it"
                     )
             if dims:
                 declared.add(dims[0])
@@ -289,7 +421,12 @@ class _GraphBuilder:
         return name
 
     def _visit(self, proto: onnx.NodeProto, name: str) -> None:
-        folded = fold_node(proto, self.values, self._shape_of, self.opsets)
+        try:
+            folded = fold_node(proto, self.values, self._shape_of, self.opsets, self.max_folded)
+        except ModelError as exc:
+            self.first_error = self.first_error or f"node {name} ({proto.op_type}): {exc}"
+            self.unknown.update(proto.output)
+            return
         if folded is not None:
             self.values.update(folded)
             return
@@ -304,6 +441,7 @@ class _GraphBuilder:
         try:
             self._check_extra_outputs(proto, name)
             node = normalize_node(proto, name, self.ctx)
+            self._check_parameters(node)
             [shape] = infer_output_shapes(node, [self._shape(t) for t in node.inputs])
         except ModelError as exc:
             self.first_error = str(exc)
@@ -321,6 +459,19 @@ class _GraphBuilder:
                     f"node {name} ({proto.op_type}): its extra output {out!r} is used; anacc "
                     f"supports only the first output of {proto.op_type}"
                 )
+
+    def _check_parameters(self, node: Node) -> None:
+        if node.op not in _PARAMETER_OPS:
+            return
+        for t in node.inputs:
+            value = self.values.get(t)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                bad = int((~np.isfinite(value)).sum())
+                if bad:
+                    raise ModelError(
+                        f"node {node.name} ({node.op}): its parameter {t!r} has {bad} NaN/Inf "
+                        "values; the model is broken, re-train or re-export it"
+                    )
 
     def _shape(self, tensor: str) -> Shape:
         if tensor in self.shapes:

@@ -231,6 +231,8 @@ def _clip(view: _NodeView) -> Normalized:
         low, high = view.attrs.get("min"), view.attrs.get("max")
     else:
         low_v, high_v = view.constant(1, "min"), view.constant(2, "max")
+        if any(v is not None and v.size != 1 for v in (low_v, high_v)):
+            raise view.fail("min and max must be scalars")
         low = None if low_v is None else low_v.item()
         high = None if high_v is None else high_v.item()
     return (
@@ -381,6 +383,8 @@ def _pad(view: _NodeView) -> Normalized:
             raise view.fail("pads are missing")
         pads = [int(p) for p in pads_v.reshape(-1)]
         value_v = view.constant(2, "constant_value")
+        if value_v is not None and value_v.size != 1:
+            raise view.fail("constant_value must be a scalar")
         value = 0.0 if value_v is None else float(value_v.reshape(-1)[0])
         axes = view.axes(3) if view.ctx.opset >= 18 else None
         if axes is not None:

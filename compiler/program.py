@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from anacc.compiler.chip import ChipSpec
-from anacc.compiler.datafile import ZIP_ERRORS, InputSpec, read_npz_file
+from anacc.compiler.datafile import ZIP_COMPRESSIONS, ZIP_ERRORS, InputSpec, read_npz_file
 from anacc.compiler.ir import Node, Shape
 from anacc.compiler.mapping import AnalogLayer, Tile
 from anacc.compiler.opset import SUPPORTED_OPS
@@ -46,7 +47,6 @@ MEMBERS = (MANIFEST, ARRAYS, CHECKSUMS)
 MAX_MEMBER_BYTES = 4 << 30  # refuse zip members that claim more than this when unpacked
 MAX_MANIFEST_BYTES = 256 << 20
 MAX_FILE_BYTES = MAX_MEMBER_BYTES + 2 * MAX_MANIFEST_BYTES
-COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 SIGNED_MODES = ("none", "shift", "split")
 _CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group")
 # The type of every attribute of the IR ops (docs/ir.md); the same name has one type in all.
@@ -331,7 +331,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and bool(np.isfinite(value))
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _int(value: Any) -> int:
@@ -542,7 +542,8 @@ def _check_shapes(
             [out] = infer_output_shapes(node, in_shapes)
         shapes.update({t: out for t in s.outputs})
     for o in outputs:
-        if shapes[o.name] != ("N", *o.sample_shape):
+        got = shapes[o.name]
+        if not got or not isinstance(got[0], str) or tuple(got[1:]) != tuple(o.sample_shape):
             raise ProgramError(
                 f"{where}: output {o.name} comes out as {format_shape(shapes[o.name])}, not "
                 f"as declared; recompile the model"
@@ -591,7 +592,7 @@ def _read_members(data: bytes, where: str) -> dict[str, bytes]:
                     f"{where}: member {info.filename} declares {info.file_size} bytes "
                     f"(limit {limit}); refusing to unpack"
                 )
-            if info.flag_bits & 0x1 or info.compress_type not in COMPRESSIONS:
+            if info.flag_bits & 0x1 or info.compress_type not in ZIP_COMPRESSIONS:
                 raise ProgramError(
                     f"{where}: member {info.filename} is encrypted or compressed in a way "
                     "anacc does not write; the file is not an anacc program"

@@ -28,7 +28,10 @@ def infer_output_shapes(node: Node, input_shapes: Sequence[Shape]) -> list[Shape
     fn = _SHAPE_FNS.get(node.op)
     assert fn is not None, f"no shape function for {node.op}"
     try:
-        return [tuple(fn(node, input_shapes))]
+        shape = tuple(fn(node, input_shapes))
+        if 0 in shape:
+            raise ShapeError(f"the output {format_shape(shape)} is empty")
+        return [shape]
     except ShapeError as exc:
         shapes = ", ".join(format_shape(s) for s in input_shapes if s is not None)
         raise ModelError(
@@ -154,6 +157,10 @@ def _windowed(node: Node, shapes: Sequence[Shape], channels: Dim) -> Shape:
     strides = node.attrs["strides"]
     dilations = node.attrs.get("dilations", [1] * n)
     ceil_mode = node.attrs.get("ceil_mode", 0)
+    if len(pads) != 2 * n or len(strides) != n or len(dilations) != n:
+        raise ShapeError(f"pads, strides or dilations do not match {n} spatial dims")
+    if min((*kernel, *strides, *dilations), default=1) < 1 or min(pads, default=0) < 0:
+        raise ShapeError("kernel, strides and dilations must be positive, pads non-negative")
     out = [
         _window_out(
             spatial[i], kernel[i], strides[i], (pads[i], pads[i + n]), dilations[i], ceil_mode

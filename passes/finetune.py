@@ -29,7 +29,13 @@ from anacc.passes.calibrate_scales import quantize_weights
 from anacc.runtime.backends import Backend, get_backend
 from anacc.runtime.characterize import measure_gain
 from anacc.runtime.digital_ops import run_op
-from anacc.runtime.executor import analog_linear, analog_rows, fold_rows, run_program
+from anacc.runtime.executor import (
+    analog_linear,
+    analog_rows,
+    check_labels_fit,
+    fold_rows,
+    run_program,
+)
 
 from anacc.errors import DataError, OptionError
 
@@ -94,8 +100,9 @@ class _TrainableLayer:
         w_q, scale = quantize_weights(w, self.per_column, self.wmax)
         a = self.layer.analog
         a.weight = w.copy()
-        a.weight_q = w_q
-        a.version += 1
+        if not np.array_equal(w_q, a.weight_q):  # backends rebuild what they cache per version
+            a.weight_q = w_q
+            a.version += 1
         self.layer.weight_scale = scale
         if self.bias is not None:
             self.layer.bias = self.bias.detach().numpy().copy()
@@ -225,6 +232,9 @@ def finetune(
     opts = options or FinetuneOptions()
     if train.labels is None:
         raise DataError(f"{train.path}: fine-tuning needs 'labels' (class ids or float targets)")
+    check_labels_fit(program, train)
+    if val is not None and val.labels is not None:
+        check_labels_fit(program, val)
     if len(program.outputs) != 1:
         raise OptionError("fine-tuning supports programs with exactly one output")
     torch.manual_seed(opts.seed)

@@ -12,6 +12,7 @@ on what it is given (a program edited by hand) is a :class:`~anacc.errors.Progra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,12 +50,23 @@ class ClipCount:
 
 
 def count_clipped(
-    layer: ProgramLayer, rows: torch.Tensor, scale: float, offset: float, input_max: int
+    layer: ProgramLayer,
+    rows: torch.Tensor,
+    scale: float,
+    offset: float,
+    input_max: int,
+    extremes: tuple[float, float] | None = None,
 ) -> int:
-    """Entries of ``rows`` outside the range that ``(scale, offset)`` encodes."""
+    """Entries of ``rows`` outside the range that ``(scale, offset)`` encodes. With
+    ``extremes``, the smallest and largest entry, a side that nothing passes is not counted."""
     hi = offset + scale * input_max
     lo = -hi if layer.signed == "split" else offset
-    return int(((rows < lo) | (rows > hi)).sum())
+    if extremes is None or lo > hi:
+        return int(((rows < lo) | (rows > hi)).sum())
+    # float32 entries >= a float64 bound also pass the bound rounded to float32
+    below = int(torch.count_nonzero(rows < lo)) if extremes[0] < lo else 0
+    above = int(torch.count_nonzero(rows > hi)) if extremes[1] > hi else 0
+    return below + above
 
 
 def analog_rows(layer: ProgramLayer, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -72,19 +84,26 @@ def fold_rows(y: torch.Tensor, how: tuple) -> torch.Tensor:
     return y.reshape(*how[1], y.shape[-1])
 
 
-def input_encoding(layer: ProgramLayer, rows: torch.Tensor, input_max: int) -> tuple[float, float]:
+def input_encoding(
+    layer: ProgramLayer,
+    rows: torch.Tensor,
+    input_max: int,
+    extremes: tuple[float, float] | None = None,
+) -> tuple[float, float]:
     """``(scale, offset)`` of the input LSB: the program's static ones, or, for a program
-    compiled without calibration data, the batch's own."""
+    compiled without calibration data, the batch's own (``extremes``: its smallest and
+    largest entry, where already known)."""
     if layer.input_scale is not None:
         return layer.input_scale, layer.input_offset
+    lowest, highest = extremes if extremes is not None else (float(rows.min()), float(rows.max()))
     offset = 0.0
     if layer.signed == "split":
-        span = float(rows.abs().max())
+        span = max(-lowest, highest)
     elif layer.signed == "shift":
-        offset = min(float(rows.min()), 0.0)
-        span = float(rows.max()) - offset
+        offset = min(lowest, 0.0)
+        span = highest - offset
     else:
-        span = float(rows.max())
+        span = highest
     return (span / input_max if span > 0 else 1.0), offset
 
 
@@ -102,16 +121,22 @@ def analog_linear(
         y = backend.linear(a, rows)
     else:
         chip = backend.chip
-        if torch.isnan(rows).any():
-            raise DataError(
-                f"analog layer {a.name} received {int(torch.isnan(rows).sum())} NaN values: an "
-                "earlier step overflowed float32; scale the input data into a moderate range"
-            )
-        scale, offset = input_encoding(layer, rows, chip.input_max)
+        # one pass for the NaN check, a dynamic scale and the clip count (aminmax gives NaN
+        # if any entry is NaN)
+        extremes = None
+        if rows.numel():
+            extremes = tuple(float(v) for v in torch.aminmax(rows))
+            if math.isnan(extremes[0]):
+                raise DataError(
+                    f"analog layer {a.name} received {int(torch.isnan(rows).sum())} NaN values: "
+                    "an earlier step overflowed float32; scale the input data into a moderate "
+                    "range"
+                )
+        scale, offset = input_encoding(layer, rows, chip.input_max, extremes)
         parts = encode_inputs(rows, layer.signed, scale, offset, chip.input_max)
         reads = [backend.mac(a, xq) for xq in parts]
         if trace is not None or clip is not None:
-            clipped = count_clipped(layer, rows, scale, offset, chip.input_max)
+            clipped = count_clipped(layer, rows, scale, offset, chip.input_max, extremes)
         if trace is not None:
             trace.adc.extend(r.detach() for r in reads)
             trace.inputs += rows.numel()
@@ -119,13 +144,17 @@ def analog_linear(
         if clip is not None:
             clip.inputs += rows.numel()
             clip.clipped += clipped
-        acc = combine_parts([r.sum(dim=1) for r in reads])
+        # the sum over row chunks is a new tensor: rescale and correct it in place
+        y = combine_parts([r.sum(dim=1) for r in reads])
         w_scale = torch.from_numpy(layer.weight_scale)
         gain = backend.gain_per_send * a.num_sends
-        y = acc * (w_scale * (scale / gain))
+        y.mul_(w_scale * (scale / gain))
         if layer.signed == "shift" and offset != 0.0:
             w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
-            y = y + offset * w_deq.sum(dim=0)
+            y.add_(offset * w_deq.sum(dim=0))
+        if layer.bias is not None:
+            y.add_(torch.from_numpy(layer.bias))
+        return y
     if layer.bias is not None:
         y = y + torch.from_numpy(layer.bias)
     return y
@@ -221,8 +250,12 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose largest output is the label's class; labels are class indices
+    or, with the output's shape, one-hot or soft targets."""
     pred = logits.reshape(logits.shape[0], -1).argmax(axis=1)
-    return float((pred == labels.reshape(-1).astype(np.int64)).mean())
+    if labels.ndim > 1:
+        labels = labels.reshape(labels.shape[0], -1).argmax(axis=1)
+    return float((pred == labels.astype(np.int64)).mean())
 
 
 def run_program(
@@ -238,7 +271,7 @@ def run_program(
     """Run ``program`` over all samples of ``data`` in batches; accuracy if labels are given."""
     if isinstance(data, dict):
         data = match_inputs(data, program.inputs, "input data")
-    _check_label_range(program, data)
+    check_labels_fit(program, data)
     if isinstance(backend, str):
         backend = get_backend(
             backend, program.chip, program.chip.profile(program.profile), seed=seed
@@ -259,21 +292,36 @@ def run_program(
     outputs = {k: np.concatenate(v) for k, v in collected.items()}
     seconds = time.perf_counter() - t0
     accuracy = None
-    if data.labels is not None and program.outputs:
+    if data.labels is not None and program.outputs and _class_labels(data.labels):
         accuracy = top1(outputs[program.outputs[0].name], data.labels)
     return RunResult(outputs, backend.name, n, seconds, accuracy, ex.traces, ex.clipped)
 
 
-def _check_label_range(program: Program, data: Dataset) -> None:
-    if data.labels is None or not program.outputs or data.labels.size == 0:
+def check_labels_fit(program: Program, data: Dataset) -> None:
+    """Integer labels are class indices of the first output, float labels of more than one
+    dimension are targets of its shape (1-D float labels may be either, or plain targets)."""
+    labels = data.labels
+    if labels is None or not program.outputs:
         return
-    shape = program.outputs[0].sample_shape
-    if not all(isinstance(d, int) for d in shape):
+    out = program.outputs[0]
+    if not all(isinstance(d, int) for d in out.sample_shape):
         return
-    classes = int(np.prod(shape, dtype=np.int64))
-    top = int(data.labels.max())
-    if top >= classes:
+    if labels.ndim > 1:
+        if tuple(labels.shape[1:]) != tuple(out.sample_shape):
+            raise DataError(
+                f"{data.path}: 'labels' have per-sample shape {labels.shape[1:]}, but output "
+                f"'{out.name}' has {tuple(out.sample_shape)}; give class indices or targets "
+                "of the output's shape"
+            )
+        return
+    classes = int(np.prod(out.sample_shape, dtype=np.int64))
+    if labels.dtype.kind in "iu" and int(labels.max()) >= classes:
         raise DataError(
-            f"{data.path}: 'labels' go up to {top}, but output '{program.outputs[0].name}' has "
+            f"{data.path}: 'labels' go up to {int(labels.max())}, but output '{out.name}' has "
             f"{classes} classes; check that the labels belong to this model"
         )
+
+
+def _class_labels(labels: np.ndarray) -> bool:
+    """Labels top-1 accuracy applies to: class indices, or one-hot or soft targets."""
+    return labels.ndim > 1 or labels.dtype.kind in "iu" or bool((labels == np.round(labels)).all())
