@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ANACC  := $(VENV)/bin/anacc
 STAMP  := $(VENV)/.installed
+TUNE   := $(VENV)/.installed-tune
 
 .PHONY: demo test bench lint models clean
 
@@ -14,10 +15,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,models]"
 	touch $(STAMP)
 
+# Ray and Optuna (the [tune] extra) are large; only the tests and `anacc tune` need them.
+$(TUNE): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,models,tune]"
+	touch $(TUNE)
+
 demo: $(STAMP)
 	bash scripts/demo.sh $(VENV)
 
-test: $(STAMP)
+test: $(TUNE)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)

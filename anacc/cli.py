@@ -46,6 +46,7 @@ def main() -> None:
     anacc report   model.anacc [--data test.npz]   mapping, cost and error budget
     anacc finetune model.anacc --data train.npz    hardware-in-the-loop retraining
     anacc export   tuned.anacc -o tuned.onnx       fine-tuned weights back to ONNX
+    anacc tune     model.onnx --calib ... --val ...  search calibration and mapping (Ray)
     anacc chip     characterize | measure          the emulated chip itself
     """
 
@@ -348,10 +349,12 @@ def _register_optional() -> None:
     from anacc.cli_chip import chip_group
     from anacc.cli_inspect import inspect_cmd
     from anacc.cli_report import report_cmd
+    from anacc.cli_tune import tune_cmd
 
     main.add_command(inspect_cmd)
     main.add_command(report_cmd)
     main.add_command(chip_group)
+    main.add_command(tune_cmd)
 
 
 _register_optional()
