@@ -34,7 +34,7 @@ from anacc.runtime.characterize import grid_layer
 FULL_SHAPES = ((128, 256), (1024, 1024), (4096, 4096))
 FULL_BATCHES = (64, 1024)
 QUICK_SHAPES = ((128, 256), (300, 520))
-QUICK_BATCHES = (16, 64)
+QUICK_BATCHES = (16,)
 
 
 def _seconds(fn: Callable[[], object], calls: int = 1) -> float:
@@ -99,6 +99,28 @@ def machine_info() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def run(quick: bool, reps: int) -> dict[str, object]:
+    """The layer table: one row per shape and batch size."""
+    shapes, batches = (QUICK_SHAPES, QUICK_BATCHES) if quick else (FULL_SHAPES, FULL_BATCHES)
+    start = time.perf_counter()
+    results = [bench_case(n_in, n_out, batch, reps) for n_in, n_out in shapes for batch in batches]
+    return {"reps": reps, "rows": results, "seconds": time.perf_counter() - start}
+
+
+def table(result: dict[str, object]) -> str:
+    """The rows as a markdown table (``run_all.py`` prints it)."""
+    header = "| shape | batch | tiles | torch ms | emulator | quantized | ideal |"
+    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        ratio = r["ratio_to_torch"]
+        lines.append(
+            f"| {r['shape'][0]}x{r['shape'][1]} | {r['batch']} | {r['tiles']} | "
+            f"{r['median_ms']['torch']:.3f} | {ratio['emulator']:.2f} | "
+            f"{ratio['quantized']:.2f} | {ratio['ideal']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:

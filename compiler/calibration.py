@@ -9,12 +9,12 @@ vectors the chip will see (im2col patches for a convolution), for gain selection
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import torch
-from anacc.compiler.quant import im2col
+from anacc.compiler.quant import conv_output_shape
 
 from anacc.errors import DataError
 
@@ -55,6 +55,27 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
             present.add(name)
     return m
+
+
+def _conv_rows(x: np.ndarray, conv: dict, keep: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``keep`` random rows of ``im2col(x)`` (all of them if there are no more), drawn
+    as ``rows[rng.choice(len(rows), keep)]`` would draw them, without building the others."""
+    out_spatial = conv_output_shape(tuple(x.shape[2:]), conv)
+    positions = math.prod(out_spatial)
+    n_rows = x.shape[0] * positions
+    pick = np.arange(n_rows) if n_rows <= keep else rng.choice(n_rows, keep, replace=False)
+    k, s, d, p = conv["kernel_shape"], conv["strides"], conv["dilations"], conv["pads"]
+    n = len(k)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[i + n]) for i in range(n)])
+    # index arrays broadcasting to (rows, C, *kernel): the sample, the channel, and per
+    # spatial axis the input coordinate of each tap (output position * stride + tap * dilation)
+    ones = (1,) * n
+    index = [(pick // positions).reshape(-1, 1, *ones), np.arange(x.shape[1]).reshape(1, -1, *ones)]
+    out_pos = np.unravel_index(pick % positions, out_spatial)
+    for i in range(n):
+        coord = out_pos[i][:, None] * s[i] + np.arange(k[i]) * d[i]  # (rows, k_i)
+        index.append(coord.reshape(-1, 1, *(k[i] if j == i else 1 for j in range(n))))
+    return xp[tuple(index)].reshape(len(pick), -1)
 
 
 def collect_stats(
@@ -112,13 +133,13 @@ def collect_stats(
             flat = x.reshape(-1)
             keep = max(1, max_values // n_batches)
             a["values"].append(flat if flat.size <= keep else rng.choice(flat, keep, replace=False))
+            keep_rows = max(1, max_rows // n_batches)
             if probe.conv:
-                rows = im2col(torch.from_numpy(x), probe.conv).numpy()
+                rows = _conv_rows(x, probe.conv, keep_rows, rng)
             else:
                 rows = x.reshape(-1, x.shape[-1])
-            keep_rows = max(1, max_rows // n_batches)
-            if rows.shape[0] > keep_rows:
-                rows = rows[rng.choice(rows.shape[0], keep_rows, replace=False)]
+                if rows.shape[0] > keep_rows:
+                    rows = rows[rng.choice(rows.shape[0], keep_rows, replace=False)]
             a["rows"].append(rows)
     return {
         name: LayerStats(

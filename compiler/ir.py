@@ -135,16 +135,18 @@ class Graph:
     def rebuild_edges(self) -> None:
         """Recompute producer map and edges after nodes' inputs/outputs were edited."""
         self._producer = {}
-        self._g.remove_edges_from(list(self._g.edges))
+        self._g.clear_edges()
         for name, data in self._g.nodes(data=True):
             for out in data["node"].outputs:
                 if out:
                     self._producer[out] = name
-        for name, data in self._g.nodes(data=True):
-            for t in data["node"].inputs:
-                src = self._producer.get(t) if t else None
-                if src is not None:
-                    self._g.add_edge(src, name, tensor=t)
+        edges = [
+            (self._producer[t], name, {"tensor": t})
+            for name, data in self._g.nodes(data=True)
+            for t in data["node"].inputs
+            if t and t in self._producer
+        ]
+        self._g.add_edges_from(edges)
 
     def replace_uses(self, old: str, new: str) -> None:
         """Make every consumer (and graph output) of tensor ``old`` read ``new`` instead."""
@@ -179,7 +181,12 @@ class Graph:
         return None if name is None else self.node(name)
 
     def consumers(self, tensor: str) -> list[Node]:
-        return [n for n in self.nodes() if tensor in n.inputs]
+        """The nodes reading ``tensor``, in the order of :meth:`nodes`."""
+        found = [d["node"] for d in self._g.nodes.values() if tensor in d["node"].inputs]
+        if len(found) > 1:  # only then is the (costly) topological order needed
+            order = {n.name: i for i, n in enumerate(self.nodes())}
+            found.sort(key=lambda n: order[n.name])
+        return found
 
     def is_graph_output(self, tensor: str) -> bool:
         return any(o.name == tensor for o in self.outputs)

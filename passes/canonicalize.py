@@ -54,7 +54,10 @@ class Canonicalize(Pass):
         b = constant(graph, node.inputs[1])
         if b is None or node.attr("transA", 0) or constant(graph, node.inputs[0]) is not None:
             return False
-        w = (b.T if node.attr("transB", 0) else b).astype(np.float64) * node.attr("alpha", 1.0)
+        w = b.T if node.attr("transB", 0) else b
+        alpha = node.attr("alpha", 1.0)
+        if alpha != 1.0 or w.dtype != np.float32:  # float32 times 1.0 needs no float64 copy
+            w = w.astype(np.float64) * alpha
         out_features = w.shape[1]
         bias = None
         if len(node.inputs) > 2 and node.inputs[2]:

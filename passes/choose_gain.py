@@ -15,6 +15,8 @@ scale pass.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from anacc.compiler.ir import Graph
@@ -25,13 +27,40 @@ OUTPUT_PERCENTILE = 99.9
 SYNTHETIC_ROWS = 512
 
 
-def run_accumulations(
-    rows_q: list[torch.Tensor], w_q: np.ndarray, row_chunks: list[tuple[int, int]]
-) -> np.ndarray:
-    """Exact integer accumulations of every run: all parts, row chunks, samples and columns."""
-    w = torch.from_numpy(w_q.astype(np.float32))
-    accs = [xq[:, a:b] @ w[a:b] for xq in rows_q for a, b in row_chunks]
-    return torch.cat([a.reshape(-1) for a in accs]).numpy()
+def accumulation_percentile(
+    rows_q: list[torch.Tensor], w_q: np.ndarray, row_chunks: list[tuple[int, int]], q: float
+) -> float:
+    """``np.percentile(|acc|, q)`` (numpy's default, linear method, bit for bit) over the
+    exact integer accumulations ``acc`` of every run: all parts, row chunks, samples and
+    columns; 0 without any.
+
+    Only the order statistics at the percentile's two neighbouring ranks matter, so the runs
+    are computed one at a time and only values that can still be among the largest
+    ``n - floor((n - 1) q / 100)`` are kept: memory stays at one run's accumulations.
+    """
+    n = sum(xq.shape[0] for xq in rows_q) * len(row_chunks) * w_q.shape[1]
+    if n == 0:
+        return 0.0
+    virtual = (n - 1) * (q / 100)
+    below = math.floor(virtual)
+    tail = n - below  # the values from rank `below` (counting from 0, ascending) up
+    kept = torch.empty(0)
+    threshold = None  # the tail-th largest value seen so far: a lower bound of the final one
+    for a, b in row_chunks:
+        w = torch.from_numpy(w_q[a:b].astype(np.float32))
+        for xq in rows_q:
+            acc = (xq[:, a:b] @ w).abs_().reshape(-1)
+            if threshold is not None:
+                acc = acc[acc >= threshold]
+            kept = torch.cat([kept, acc])
+            if kept.numel() > 2 * tail or (threshold is None and kept.numel() > tail):
+                kept = kept.topk(tail).values
+                threshold = float(kept[-1])
+    top = kept.topk(min(tail, kept.numel())).values  # descending
+    lo, hi = (np.float32(float(top[i])) for i in (tail - 1, max(tail - 2, 0)))
+    t = virtual - below
+    # numpy's _lerp with a weakly typed t: float32 arithmetic
+    return float(hi - (hi - lo) * (1 - t) if t >= 0.5 else lo + (hi - lo) * t)
 
 
 def sends_for(acc_abs_pct: float, gain_per_send: float, linear_max: float, max_sends: int) -> int:
@@ -65,8 +94,7 @@ class ChooseGain(Pass):
                 parts = [torch.from_numpy(synth.astype(np.float32))]
                 source = "synthetic uniform inputs"
             chunks = sorted({t.rows for t in plan.tiles})
-            acc = np.abs(run_accumulations(parts, plan.weight_q, chunks))
-            pct = float(np.percentile(acc, OUTPUT_PERCENTILE)) if acc.size else 0.0
+            pct = accumulation_percentile(parts, plan.weight_q, chunks, OUTPUT_PERCENTILE)
             sends = sends_for(pct, gain, linear_max, chip.num_sends_max)
             factor = ctx.options.gain_factor
             plan.num_sends = int(np.clip(round(sends * factor), 1, chip.num_sends_max))
