@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import sys
@@ -12,26 +11,10 @@ import click
 import numpy as np
 
 from anacc import __version__
-from anacc.errors import AnaccError, OptionError
+from anacc.cli_errors import user_errors
+from anacc.errors import OptionError
 
 BACKENDS = ("emulator", "quantized", "ideal")
-
-
-def user_errors(fn):
-    """Turn an :class:`AnaccError` into one ``error:`` line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AnaccError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; no output was written", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

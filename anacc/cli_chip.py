@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
-
-def _user_errors(fn):
-    """:func:`anacc.cli.user_errors`, looked up per call: ``anacc.cli`` imports this module
-    while it is being imported itself, so a module-level import would be circular."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from anacc.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
+from anacc.cli_errors import user_errors
 
 
 @click.group("chip")
@@ -51,7 +39,7 @@ def chip_group() -> None:
     show_default=True,
     help="PNG file to write.",
 )
-@_user_errors
+@user_errors
 def characterize_cmd(chip_name: str, profile: str, seed: int, runs: int, output: Path) -> None:
     """Reproduce the published characterization: read vs weight for inputs 0, 3 and 7.
 
@@ -93,7 +81,7 @@ def characterize_cmd(chip_name: str, profile: str, seed: int, runs: int, output:
     help="Calibration profile to measure (repeatable) [default: all].",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Emulated chip instance.")
-@_user_errors
+@user_errors
 def measure_cmd(chip_name: str, profiles: tuple[str, ...], seed: int) -> None:
     """Measure gain per send and noise through the emulator backend, beside the nominal values.
 

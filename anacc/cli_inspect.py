@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
 
-
-def _user_errors(fn):
-    """:func:`anacc.cli.user_errors`, looked up per call: ``anacc.cli`` imports this module
-    while it is being imported itself, so a module-level import would be circular."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from anacc.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
+from anacc.cli_errors import user_errors
 
 
 @click.command("inspect")
@@ -32,7 +20,7 @@ def _user_errors(fn):
     metavar="N",
     help="Refuse models with more than N parameters.",
 )
-@_user_errors
+@user_errors
 def inspect_cmd(model: Path, as_json: bool, max_params: int | None) -> None:
     """Show each node of MODEL (an .onnx file): shapes with the symbolic batch N, parameters,
     MACs per sample and whether it runs on the analog array or digitally."""

@@ -3,24 +3,12 @@ much error each chip effect adds (text, ``--json`` or ``--html``)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
 
-
-def _user_errors(fn):
-    """:func:`anacc.cli.user_errors`, looked up per call: ``anacc.cli`` imports this module
-    while it is being imported itself, so a module-level import would be circular."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from anacc.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
+from anacc.cli_errors import user_errors
 
 
 @click.command("report")
@@ -58,7 +46,7 @@ def _user_errors(fn):
     metavar="N",
     help="Measure on at most N samples of DATA (a seeded random subset).",
 )
-@_user_errors
+@user_errors
 def report_cmd(
     program: Path,
     data: Path | None,

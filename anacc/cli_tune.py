@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
+from anacc.cli_errors import user_errors
 from anacc.errors import OptionError
-
-
-def _user_errors(fn):
-    """:func:`anacc.cli.user_errors`, looked up per call: ``anacc.cli`` imports this module
-    while it is being imported itself, so a module-level import would be circular."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from anacc.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
-
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 DEFAULT_TRIALS = 30
@@ -112,7 +98,7 @@ DEFAULT_TRIALS = 30
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the search: checkpoints, best chip, options, program and reports.",
 )
-@_user_errors
+@user_errors
 def tune_cmd(
     model,
     calib,
