@@ -101,8 +101,7 @@ class ChooseGain(Pass):
             plan.gain_reason = (
                 f"p{OUTPUT_PERCENTILE:g} |acc| {pct:.0f} over {source} -> "
                 f"{plan.num_sends} sends ({gain * plan.num_sends * pct:.1f} LSB of "
-                f"+-{linear_max:g} linear)"
-                + (f", gain factor {factor:g}" if factor != 1.0 else "")
+                f"+-{linear_max:g} linear)" + (f", gain factor {factor:g}" if factor != 1.0 else "")
             )
             notes.append(f"{node.name}: {plan.gain_reason}")
         return PassResult(graph, bool(notes), notes)
