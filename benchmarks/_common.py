@@ -231,3 +231,36 @@ def _cell(value: object) -> str:
             return f"{value:.1f}"
         return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
     return str(value)
+
+
+def script_main(
+    doc: str,
+    run: Callable[..., dict],
+    table: Callable[[dict], str],
+    *,
+    reps: int | None = None,
+    memory_flag: bool = False,
+) -> None:
+    """The command line every ``bench_*.py`` script shares: ``--quick``, ``--threads``,
+    ``--out`` and, where the table has them, ``--reps`` and ``--no-memory``."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    if reps is not None:
+        parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--threads", type=int, default=1)
+    if memory_flag:
+        parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    extra = {}
+    if memory_flag:
+        extra["memory"] = not args.no_memory
+    result = run(args.quick, *([args.reps] if reps is not None else []), **extra)
+    print(" ".join(f"{k}={v}" for k, v in machine_info().items()))
+    print(table(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))

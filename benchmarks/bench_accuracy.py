@@ -9,12 +9,9 @@ split, seed 0). Every figure is deterministic for a fixed seed, so there are no 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
-from _common import BUNDLED, bundled, fmt_table, machine_info, ort_session, set_threads
+from _common import BUNDLED, bundled, fmt_table, ort_session, script_main
 from anacc.compiler.datafile import match_inputs
 from anacc.passes.finetune import FinetuneOptions, finetune
 from anacc.runtime.executor import run_program
@@ -81,17 +78,7 @@ def table(result: dict[str, object]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    set_threads(args.threads)
-    result = run(args.quick)
-    print(" ".join(f"{k}={v}" for k, v in machine_info().items()))
-    print(table(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    script_main(__doc__, run, table)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ compile time against the parameter count from the next smaller model of the fami
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 import netgen
 import numpy as np
 import torch
-from _common import fmt_table, machine_info, probe, set_threads
+from _common import fmt_table, probe, script_main
 
 FULL_SIZES = (10_000, 100_000, 1_000_000, 5_000_000, 25_000_000)
 QUICK_SIZES = (10_000,)
@@ -124,17 +122,7 @@ def table(result: dict[str, object]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    set_threads(args.threads)
-    result = run(args.quick)
-    print(" ".join(f"{k}={v}" for k, v in machine_info().items()))
-    print(table(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    script_main(__doc__, run, table)
 
 
 if __name__ == "__main__":

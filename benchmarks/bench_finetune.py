@@ -13,15 +13,12 @@ train mode. Repetitions are interleaved after one warm-up of each; figures are m
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bundled, bundled_torch, fmt_table, machine_info, set_threads
+from _common import bundled, bundled_torch, fmt_table, script_main
 from anacc.compiler.datafile import match_inputs
 from anacc.passes.finetune import FinetuneOptions, finetune
 
@@ -131,18 +128,7 @@ def table(result: dict[str, object]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    set_threads(args.threads)
-    result = run(args.quick, args.reps)
-    print(" ".join(f"{k}={v}" for k, v in machine_info().items()))
-    print(table(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    script_main(__doc__, run, table, reps=3)
 
 
 if __name__ == "__main__":

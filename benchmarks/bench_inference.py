@@ -16,8 +16,6 @@ interpreter with every library imported (the loaded model, runtime state, data a
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,11 +29,10 @@ from _common import (
     bundled_torch,
     fmt_table,
     interleaved,
-    machine_info,
     median_ratio,
     ort_session,
     probes,
-    set_threads,
+    script_main,
     tile_rows,
     torch_twin,
 )
@@ -184,19 +181,7 @@ def table(result: dict[str, object]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    set_threads(args.threads)
-    result = run(args.quick, args.reps, memory=not args.no_memory)
-    print(" ".join(f"{k}={v}" for k, v in machine_info().items()))
-    print(table(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    script_main(__doc__, run, table, reps=5, memory_flag=True)
 
 
 if __name__ == "__main__":
