@@ -31,6 +31,21 @@ from anacc.errors import OptionError
 REPORT_FORMAT = "anacc-report"
 REPORT_VERSION = 1
 
+# Column headers of the per-layer measurement table (text and HTML alike).
+MEASURED_COLUMNS = (
+    "layer",
+    "read p1/p50/p99",
+    "max |read|",
+    "at ADC limit %",
+    "beyond linear %",
+    "SNR dB",
+    "quant %",
+    "fixed %",
+    "noise %",
+    "sat %",
+    "total %",
+)
+
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -437,19 +452,7 @@ def render_text(r: Report) -> str:
             )
         out.append(
             _table(
-                [
-                    "layer",
-                    "read p1/p50/p99",
-                    "max|read|",
-                    "at ADC limit %",
-                    "beyond linear %",
-                    "SNR dB",
-                    "quant %",
-                    "fixed %",
-                    "noise %",
-                    "sat %",
-                    "total %",
-                ],
+                list(MEASURED_COLUMNS),
                 rows,
             )
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from anacc.runtime.report import Report, op_label
+from anacc.runtime.report import MEASURED_COLUMNS, Report, op_label
 
 PALETTE = (
     "#4e79a7",
@@ -481,19 +481,7 @@ def render_html(report: Report) -> str:
             )
         parts.append(
             _html_table(
-                [
-                    "layer",
-                    "read p1/p50/p99",
-                    "max |read|",
-                    "at ADC limit %",
-                    "beyond linear %",
-                    "SNR dB",
-                    "quant %",
-                    "fixed %",
-                    "noise %",
-                    "sat %",
-                    "total %",
-                ],
+                list(MEASURED_COLUMNS),
                 rows,
                 left={0},
             )
