@@ -15,13 +15,15 @@ def encode_inputs(
 ) -> list[torch.Tensor]:
     """Float inputs -> one (``none``, ``shift``) or two (``split``: +, -) unsigned integer
     tensors in ``0..input_max`` (float dtype, integer values). Out-of-range values clip."""
+    # one new tensor per part, then in place: the encoding runs on every analog input
     if signed == "split":
-        pos = torch.clamp(torch.round(torch.relu(x) / scale), 0, input_max)
-        neg = torch.clamp(torch.round(torch.relu(-x) / scale), 0, input_max)
+        pos = torch.relu(x).div_(scale).round_().clamp_(0, input_max)
+        neg = torch.relu(-x).div_(scale).round_().clamp_(0, input_max)
         return [pos, neg]
+    y = x - offset if signed == "shift" else x / scale
     if signed == "shift":
-        x = x - offset
-    return [torch.clamp(torch.round(x / scale), 0, input_max)]
+        y.div_(scale)
+    return [y.round_().clamp_(0, input_max)]
 
 
 def combine_parts(parts: list[torch.Tensor]) -> torch.Tensor:
