@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, settings
 from onnx import TensorProto, helper, numpy_helper
 
 from anacc.errors import AnaccError
@@ -37,6 +38,17 @@ ANACC = Path(sys.executable).with_name("anacc")
 CLI_TIMEOUT_S = 60.0
 # Bound of one in-process case (hypothesis ``deadline`` uses it too).
 CASE_TIMEOUT_S = 5.0
+
+
+def fuzz_settings(*health_checks: HealthCheck) -> settings:
+    """Reproducible hypothesis settings of the suite: derandomized, no example database, a
+    deadline of one case timeout, and ``too_slow`` plus the given health checks suppressed."""
+    return settings(
+        derandomize=True,
+        deadline=CASE_TIMEOUT_S * 1000,
+        suppress_health_check=[HealthCheck.too_slow, *health_checks],
+        database=None,
+    )
 
 
 @dataclass

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from robustness_util import (
-    CASE_TIMEOUT_S,
     DATA,
     assert_cli_error,
     expect_user_error,
+    fuzz_settings,
     npz_bytes,
     run_cli,
     set_declared_size,
@@ -33,12 +33,7 @@ from robustness_util import (
 
 from anacc.errors import DataError
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=CASE_TIMEOUT_S * 1000,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    database=None,
-)
+FUZZ = fuzz_settings(HealthCheck.function_scoped_fixture)
 
 
 @pytest.fixture(scope="module")

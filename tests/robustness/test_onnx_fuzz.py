@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from robustness_util import (
-    CASE_TIMEOUT_S,
     MODELS,
     assert_cli_error,
     expect_user_error,
+    fuzz_settings,
     run_cli,
     tiny_cnn,
     tiny_mlp,
@@ -35,12 +35,7 @@ from robustness_util import (
 
 from anacc.errors import ModelError
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=CASE_TIMEOUT_S * 1000,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    database=None,
-)
+FUZZ = fuzz_settings(HealthCheck.data_too_large)
 
 BUNDLED = sorted(MODELS.glob("*.onnx"))
 

@@ -25,10 +25,10 @@ from anacc.runtime.executor import run_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from robustness_util import (
-    CASE_TIMEOUT_S,
     DATA,
     assert_cli_error,
     expect_user_error,
+    fuzz_settings,
     npz_bytes,
     run_cli,
     set_declared_size,
@@ -38,12 +38,7 @@ from robustness_util import (
 
 from anacc.errors import ProgramError
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=CASE_TIMEOUT_S * 1000,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    database=None,
-)
+FUZZ = fuzz_settings(HealthCheck.function_scoped_fixture)
 DATASETS = {"digits_mlp": "digits_test", "digits_cnn": "digits_img_test"}
 
 
