@@ -158,6 +158,28 @@ def test_peak_window_load_matches_a_brute_force_event_train(num_sends):
                 torch.testing.assert_close(peak[part, r], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_weight_updates_give_the_reads_of_a_fresh_derivation():
+    """A layer whose weights change (fine-tuning) reuses bounds on its peak window loads;
+    its reads equal those of a new layer object with the same weights, derived afresh, as
+    the weights ramp through the onset of dynamic saturation and back."""
+    x = torch.full((3, 128), float(CHIP.input_max))
+    x[1, ::2] = 0.0
+    updated, fresh = emulator("default", seed=4), emulator("default", seed=4)
+    layer, _ = strong_rows_layer(np.arange(32))
+    saturated = []
+    for weight in (30, 31, 33, 36, 40, 48, 56, 63, 50, 38, 30):
+        weight_q = np.zeros((128, 8), dtype=np.int64)
+        weight_q[:32] = weight
+        weight_q[32:40] = -weight
+        layer.weight_q = weight_q
+        layer.version += 1
+        reads = updated.mac(layer, x)
+        copy = dataclasses.replace(layer, weight_q=weight_q.copy())
+        torch.testing.assert_close(reads, fresh.mac(copy, x), rtol=0, atol=0)
+        saturated.append(updated._derived.peek(layer).saturation is not None)
+    assert saturated[0] is False and saturated[7] is True and saturated[-1] is False
+
+
 def test_dynamic_saturation_grows_with_tau_syn():
     # 32 strong rows in consecutive slots; windows of 8, 16, 25 and 50 event slots
     clustered = strong_rows_layer(np.arange(32))

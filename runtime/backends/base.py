@@ -14,7 +14,8 @@ Two entry points, one per kind of backend:
 :class:`AnalogBackend` implements the shared part of ``mac``: it checks the inputs, lays the
 row chunks out as one padded batch ``(R, B, n_max)`` (:class:`ChunkLayout`) so a backend runs
 all chunks and the whole batch in one batched matmul, and caches per-layer derived data by the
-layer object and its ``version`` (:class:`LayerCache`).
+layer object (:class:`LayerCache`): the layout by the layer's mapping (tiles and row slots),
+what depends on the weights by the layer's ``version``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -82,6 +83,11 @@ class LayerCache:
         entries[layer_id] = (ref, key, value)
         return value
 
+    def peek(self, layer: AnalogLayer) -> object | None:
+        """The value stored for ``layer`` under whatever key, or None."""
+        entry = self._entries.get(id(layer))
+        return entry[2] if entry is not None and entry[0]() is layer else None
+
 
 @dataclass(frozen=True)
 class ChunkLayout:
@@ -96,6 +102,7 @@ class ChunkLayout:
       their events (padding last).
     - ``half`` / ``neuron``: ``(R, out_features)`` the chip half and physical neuron (column
       of that half) that computes output column ``c`` in run ``r``.
+    - ``memo``: what a backend derives from the layout alone (it lives as long as the layout).
     """
 
     in_features: int
@@ -107,6 +114,7 @@ class ChunkLayout:
     time_order: torch.Tensor
     half: torch.Tensor
     neuron: torch.Tensor
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_chunks(self) -> int:
@@ -131,11 +139,47 @@ class ChunkLayout:
         return flat.view(batch, self.n_chunks, self.n_max).transpose(0, 1)
 
     def chunk_weights(self, weight: np.ndarray) -> torch.Tensor:
-        """``(in_features, out_features)`` -> ``(R, n_max, out_features)`` float32, zero pad."""
-        w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        """``(in_features, out_features)`` -> ``(R, n_max, out_features)`` float32, zero pad,
+        contiguous and not sharing memory with ``weight``."""
+        w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+        if self.n_chunks * self.n_max == self.in_features:
+            if isinstance(weight, np.ndarray) and weight.dtype == np.float32:
+                w = w.clone()  # ascontiguousarray may have returned weight itself
+            return w.view(self.n_chunks, self.n_max, w.shape[1])
         padded = torch.cat([w, w.new_zeros(1, w.shape[1])])
         rows = padded.index_select(0, self.gather.reshape(-1))
         return rows.view(self.n_chunks, self.n_max, w.shape[1])
+
+
+def check_weights(layer: AnalogLayer, chip: ChipSpec) -> None:
+    """The integer weights fit the layer and the chip (compiler invariants, hence asserts)."""
+    assert layer.weight_q.shape == (layer.in_features, layer.out_features), (
+        "weight_q shape differs from weight"
+    )
+    weight_q = np.asarray(layer.weight_q)
+    if weight_q.dtype.kind == "f":
+        assert np.array_equal(weight_q, np.round(weight_q)), "weight_q must hold integers"
+    assert np.abs(weight_q).max(initial=0) <= chip.weight_max, "weight_q exceeds weight_max"
+
+
+class _Same:
+    """Equal only to a wrapper of the very same object (arrays have no plain ``==``)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def mapping_key(layer: AnalogLayer) -> tuple:
+    """What the layout of ``layer`` depends on: its shape, tiles and row slots (the array
+    object: the mapping is replaced, never edited in place)."""
+    return (layer.weight.shape, layer.tiles, _Same(layer.row_slot))
 
 
 def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
@@ -146,10 +190,6 @@ def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
     """
     chunks = tuple(layer.row_chunks)
     n_in, n_out = layer.in_features, layer.out_features
-    assert layer.weight_q.shape == (n_in, n_out), "weight_q shape differs from weight"
-    weight_q = np.asarray(layer.weight_q)
-    assert np.array_equal(weight_q, np.round(weight_q)), "weight_q must hold integers"
-    assert np.abs(weight_q).max(initial=0) <= chip.weight_max, "weight_q exceeds weight_max"
     assert chunks and chunks[0][0] == 0 and chunks[-1][1] == n_in, "row chunks must cover rows"
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False)), (
         "row chunks must be disjoint and contiguous"
@@ -206,10 +246,15 @@ class AnalogBackend(Backend):
     def __init__(self, chip: ChipSpec, profile: Profile) -> None:
         super().__init__(chip, profile)
         self._layouts = LayerCache()
+        self._checked = LayerCache()
 
     def layout(self, layer: AnalogLayer) -> ChunkLayout:
-        """The layer's :class:`ChunkLayout`, built once per layer version."""
-        return self._layouts.get(layer, layer.version, lambda: build_chunk_layout(layer, self.chip))
+        """The layer's :class:`ChunkLayout`, built once per mapping; the weights are checked
+        once per layer version."""
+        self._checked.get(layer, layer.version, lambda: check_weights(layer, self.chip))
+        return self._layouts.get(
+            layer, mapping_key(layer), lambda: build_chunk_layout(layer, self.chip)
+        )
 
     def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
         assert x_q.is_floating_point(), f"mac expects float inputs, got {x_q.dtype}"
@@ -221,9 +266,9 @@ class AnalogBackend(Backend):
         layout = self.layout(layer)
         if x_q.shape[0] == 0:
             return x_q.new_zeros(0, layout.n_chunks, layer.out_features)
-        lo, hi = torch.aminmax(x_q)
+        lo, hi = (float(v) for v in torch.aminmax(x_q))
         assert lo >= 0 and hi <= self.chip.input_max, (
-            f"mac inputs must lie in 0..{self.chip.input_max}, got {lo.item()}..{hi.item()}"
+            f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
         )
         with torch.no_grad():
             out = self._run(layer, layout, layout.chunk_inputs(x_q))

@@ -21,8 +21,9 @@ sequence of calls give identical outputs. Standard normals are read from a per-i
 of pre-drawn values at a random offset and stride instead of being drawn afresh per call
 (``noise_bank=False`` draws them afresh; the trade-off is in docs/chip-model.md).
 
-Everything runs as one batched computation over all row chunks and the whole batch; per-layer
-derived tensors are cached by layer object and version.
+Everything runs as one batched computation over all row chunks and the whole batch. What a
+layer's layout picks out of the chip instance is built once per layout; the tensors derived
+from the weights (effective weights, noise table, peak window loads) once per layer version.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _BANK_MAX = 2**24
 
 
 _MASK64 = 2**64 - 1
+# float32 rounding of a bound on the peak window loads (relative)
+_BOUND_MARGIN = 1.0 + 1e-5
 
 
 def _derived_seed(*words: int) -> int:
@@ -92,13 +95,44 @@ class ChipInstance:
         )
 
 
-def _randint(low: int, high: int, generator: torch.Generator) -> int:
-    """A uniform integer in ``low..high`` (inclusive)."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
 def _float_tensor(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(values.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class _Saturation:
+    """What the dynamic-saturation model needs, per part (+ / -), run and column."""
+
+    peak_load: torch.Tensor  # (2, R, C): peak window load per unit input
+    spread_load: torch.Tensor  # (2, R, C): rho * largest synapse charge
+    kappa: torch.Tensor  # (2, R, C): load in units of the linear load per output LSB
+    inv_kappa: torch.Tensor  # (2, R, C): 1 / kappa, 0 where kappa is 0
+
+
+@dataclass(frozen=True)
+class _FixedPattern:
+    """What a layer's layout picks out of the chip instance; built once per layout."""
+
+    neuron_gain: torch.Tensor  # (R, 1, C)
+    offset: torch.Tensor  # (R, 1, C)
+    saturation_high: torch.Tensor  # (R, 1, C)
+    saturation_low: torch.Tensor  # (R, 1, C)
+    saturation_high_min: float
+    saturation_low_max: float
+    weight2_per_row: torch.Tensor  # (R, 1, 1): noise per_event_weight2 / rows of the run
+    # by num_sends: window_operator and its longest window (in event slots)
+    window_operators: dict[int, tuple[torch.Tensor, float]]
+    # _synapse_gains, kept once the layer's weights change (it is as large as two weight
+    # matrices; a layer that never changes does not keep it)
+    synapse: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _PeakBase:
+    """The signed charges ``(R, n_max, C)`` of a version and its largest peak load."""
+
+    charge: torch.Tensor
+    peak_max: float
 
 
 @dataclass(frozen=True)
@@ -106,17 +140,12 @@ class _EmulatedLayer:
     """Per-layer tensors of the model; ``(R, 1, C)`` ones broadcast over ``(R, B, C)``."""
 
     weight: torch.Tensor  # (R, n_max, C): effective weight, output LSB per input unit
-    offset: torch.Tensor  # (R, 1, C)
-    noise_sigma: torch.Tensor  # ((n_max + 1) * R, C): sigma at k active inputs, row k * R + r
-    saturation_high: torch.Tensor  # (R, 1, C)
-    saturation_low: torch.Tensor  # (R, 1, C)
-    saturation_high_min: float
-    saturation_low_max: float
-    may_saturate_input: bool  # whether some input can pass the synaptic linear load
-    peak_load: torch.Tensor  # (2, R, C): peak window load per unit input, +/- parts
-    spread_load: torch.Tensor  # (2, R, C): rho * largest synapse charge, +/- parts
-    kappa: torch.Tensor  # (2, R, C): load in units of the linear load per output LSB
-    inv_kappa: torch.Tensor  # (2, R, C): 1 / kappa, 0 where kappa is 0
+    variance_per_active: torch.Tensor  # (R, 1, C): noise variance per active input
+    fixed: _FixedPattern
+    num_sends: int
+    # None unless some input can pass the synaptic linear load
+    saturation: _Saturation | None
+    base: _PeakBase | None  # bounds the peak loads of the next version
 
 
 class _NoiseBank:
@@ -134,15 +163,17 @@ class _NoiseBank:
         self.seed = seed
         self.bank = torch.empty(0)
 
-    def window(self, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-        """A ``(R, B, C)`` view of standard normals; see the class docstring."""
+    def window(self, shape: tuple[int, int, int], trial: int) -> torch.Tensor:
+        """A ``(R, B, C)`` view of standard normals; stride and offset are drawn from the
+        64-bit seed ``trial`` (see the class docstring)."""
         chunks, batch, cols = shape
         span = chunks * cols
         self._reserve(batch, span)
         size = self.bank.numel()
         stride_max = (size - span) // max(batch - 1, 1)
-        stride = _randint(min(span, stride_max), stride_max, generator)
-        offset = _randint(0, size - span - (batch - 1) * stride, generator)
+        stride_min = min(span, stride_max)
+        stride = stride_min + _derived_seed(trial, 1) % (stride_max - stride_min + 1)
+        offset = _derived_seed(trial, 2) % (size - span - (batch - 1) * stride + 1)
         return self.bank.as_strided(shape, (cols, stride, 1), offset)
 
     def _reserve(self, batch: int, span: int) -> None:
@@ -172,44 +203,49 @@ class EmulatorBackend(AnalogBackend):
         self._bank = _NoiseBank(seed)
         self._runs = 0
         self._derived = LayerCache()
+        self._noise_terms = profile.noise_terms
+        self._readout = torch.tensor(self._noise_terms.readout, dtype=torch.float32)
+        self._window = profile.window_slots(chip.clock_mhz)
 
     def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
         d = self._derived.get(
-            layer, (layer.version, layer.num_sends), lambda: self._derive(layer, layout)
+            layer,
+            (layer.version, layer.num_sends),
+            lambda: self._derive(layer, layout, self._derived.peek(layer)),
         )
         n_chunks, batch, _ = xc.shape
         shape = (n_chunks, batch, layer.out_features)
-        generator = torch.Generator().manual_seed(
-            _derived_seed(self.seed, _TRIAL_STREAM, self._runs)
-        )
+        trial = _derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
         if self.noise_bank:
-            z = self._bank.window(shape, generator)
+            z = self._bank.window(shape, trial)
         else:
-            z = torch.randn(shape, generator=generator)
+            z = torch.randn(shape, generator=torch.Generator().manual_seed(trial))
 
         # Offset and noise first, then the matmul accumulates into the same buffer: one
-        # allocation, no temporary of the output's size, two passes for the noise. The sigma
-        # of each (run, sample, column) is a row of the per-layer table, picked by the
-        # number of active inputs of that sample in that run. The buffer is run-major, so
-        # the batched matmul writes contiguous blocks; the caller gets a (B, R, C) view.
+        # allocation, no temporary of the output's size. The noise variance of a (run,
+        # sample, column) is readout + its active inputs x the column's variance per active
+        # input. The buffer is run-major, so the batched matmul writes contiguous blocks;
+        # the caller gets a (B, R, C) view.
+        fixed = d.fixed
         # inputs are integers >= 0: clamped at 1 they sum to the count of active ones, which
         # is faster than count_nonzero on the strided chunk view
-        active = xc.clamp(max=1.0).sum(2).to(torch.int64)  # (R, B)
-        rows = active * n_chunks + torch.arange(n_chunks).unsqueeze(1)
-        out = d.noise_sigma.index_select(0, rows.reshape(-1)).view(shape)
-        torch.addcmul(d.offset, z, out, out=out)
+        active = xc.clamp(max=1.0).sum(2, keepdim=True)  # (R, B, 1)
+        out = torch.addcmul(self._readout, active, d.variance_per_active).sqrt_()
+        torch.addcmul(fixed.offset, z, out, out=out)
         out.baddbmm_(xc, d.weight)
-        if d.may_saturate_input:
-            self._dynamic_saturation(out, xc, d)
+        if d.saturation is not None:
+            self._dynamic_saturation(out, xc, d.weight, d.saturation)
         lowest, highest = (float(v) for v in torch.aminmax(out))
-        if highest > d.saturation_high_min or lowest < d.saturation_low_max:
-            self._soft_saturation(out, d)
+        if highest > fixed.saturation_high_min or lowest < fixed.saturation_low_max:
+            self._soft_saturation(out, fixed)
         if highest > self.chip.adc_max or lowest < self.chip.adc_min:
             out.clamp_(self.chip.adc_min, self.chip.adc_max)
         return out.round_().permute(1, 0, 2)
 
-    def _dynamic_saturation(self, out: torch.Tensor, xc: torch.Tensor, d: _EmulatedLayer) -> None:
+    def _dynamic_saturation(
+        self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
+    ) -> None:
         """Compress the charge of columns whose synaptic input load may pass its linear range.
 
         The load of a column in a run is at most ``input_max * peak_load`` and at most
@@ -221,7 +257,7 @@ class EmulatorBackend(AnalogBackend):
         cols = (bound > self.chip.analog.synin_linear_load).any(1).any(0).nonzero().squeeze(1)
         if cols.numel() == 0:
             return
-        weight = d.weight.index_select(2, cols)
+        weight = weight.index_select(2, cols)
         charge = torch.bmm(xc, torch.cat([weight, weight.abs()], dim=2))
         signed, total = charge.split(cols.numel(), dim=2)
         excitatory = (total + signed) * 0.5
@@ -235,7 +271,7 @@ class EmulatorBackend(AnalogBackend):
             lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
         out.index_add_(2, cols, lost[1] - lost[0])
 
-    def _soft_saturation(self, out: torch.Tensor, d: _EmulatedLayer) -> None:
+    def _soft_saturation(self, out: torch.Tensor, d: _FixedPattern) -> None:
         """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee).
 
         With ``e = out - clamp(out, low, high)`` (the signed excess, 0 inside the limits) the
@@ -247,52 +283,118 @@ class EmulatorBackend(AnalogBackend):
         size = excess.abs()
         out.sub_(excess.mul_(size).div_(size.add_(headroom)))
 
-    def _derive(self, layer: AnalogLayer, layout: ChunkLayout) -> _EmulatedLayer:
-        chip, profile, inst = self.chip, self.profile, self.instance
-        half, neuron = layout.half, layout.neuron  # (R, C)
-        weight_q = layout.chunk_weights(layer.weight_q)  # (R, n_max, C)
-
-        # negative part on the first row of the slot's pair, positive part on the last
+    def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
+        """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
+        chip = self.chip
+        # positive part on the last row of the slot's pair, negative part on the first
         row = chip.rows_per_signed_weight * layout.slot.unsqueeze(2)  # (R, n_max, 1)
-        row = row + (weight_q > 0) * (chip.rows_per_signed_weight - 1)
-        physical = (half.unsqueeze(1) * chip.rows_per_half + row) * chip.columns_per_half
-        synapse = inst.synapse_gain.reshape(-1).take(physical + neuron.unsqueeze(1))
-        charge = weight_q * synapse  # signed, in units of input x weight
-        gain = profile.gain_per_send * layer.num_sends * inst.neuron_gain[half, neuron]
-        weight = charge * gain.unsqueeze(1)
+        row = torch.stack([row + chip.rows_per_signed_weight - 1, row])
+        physical = (layout.half.unsqueeze(1) * chip.rows_per_half + row) * chip.columns_per_half
+        return self.instance.synapse_gain.reshape(-1).take(physical + layout.neuron.unsqueeze(1))
 
-        rows = layout.chunk_rows.to(torch.float32).unsqueeze(1)  # (R, 1)
-        weight_ms = weight_q.square().sum(1) / rows
-        terms = profile.noise_terms
-        per_active = layer.num_sends * (terms.per_event + terms.per_event_weight2 * weight_ms)
-        counts = torch.arange(layout.n_max + 1, dtype=torch.float32).view(-1, 1, 1)
-        noise_sigma = (terms.readout + counts * per_active).sqrt()  # (n_max + 1, R, C)
-
-        charges = torch.stack([charge.clamp(min=0), (-charge).clamp(min=0)])  # (2, R, n_max, C)
-        window = profile.window_slots(chip.clock_mhz)
-        peak = _peak_window_load(charges, layout, window, layer.num_sends)
-        total = charges.sum(2)
-        rho = torch.where(total > 0, peak / total.clamp_min(1e-30), torch.zeros_like(total))
-        kappa = rho / (chip.analog.synin_linear_load * gain)
-        inv_kappa = torch.where(kappa > 0, 1.0 / kappa.clamp_min(1e-30), torch.zeros_like(kappa))
-
+    def _fixed_pattern(self, layout: ChunkLayout) -> _FixedPattern:
+        inst = self.instance
+        half, neuron = layout.half, layout.neuron  # (R, C)
         high = inst.saturation_high[half, neuron]
         low = inst.saturation_low[half, neuron]
-        largest_load = chip.input_max * peak.max() if peak.numel() else 0.0
-        return _EmulatedLayer(
-            weight=weight.contiguous(),
+        return _FixedPattern(
+            neuron_gain=inst.neuron_gain[half, neuron].unsqueeze(1),
             offset=inst.neuron_offset[half, neuron].unsqueeze(1),
-            noise_sigma=noise_sigma.reshape(-1, layer.out_features),
             saturation_high=high.unsqueeze(1),
             saturation_low=low.unsqueeze(1),
             saturation_high_min=float(high.min()),
             saturation_low_max=float(low.max()),
-            may_saturate_input=bool(largest_load > chip.analog.synin_linear_load),
-            peak_load=peak,
-            spread_load=rho * charges.amax(2),
-            kappa=kappa,
-            inv_kappa=inv_kappa,
+            weight2_per_row=self._noise_terms.per_event_weight2
+            / layout.chunk_rows.to(torch.float32).view(-1, 1, 1),
+            window_operators={},
+            synapse=[],
         )
+
+    def _derive(
+        self, layer: AnalogLayer, layout: ChunkLayout, previous: _EmulatedLayer | None
+    ) -> _EmulatedLayer:
+        """The layer's tensors for its current weights; ``previous``: those of the version
+        before, whose peak window loads bound the new ones (see :meth:`_peak_loads`)."""
+        fixed = layout.memo.get(self)
+        if fixed is None:
+            fixed = layout.memo[self] = self._fixed_pattern(layout)
+        weight_q = layout.chunk_weights(layer.weight_q)  # (R, n_max, C)
+        # the + and - parts of the charge, each >= 0, in units of input x weight
+        charges = weight_q.new_empty((2, *weight_q.shape))
+        torch.clamp(weight_q, min=0.0, out=charges[0])
+        torch.clamp(weight_q, max=0.0, out=charges[1]).neg_()
+        if fixed.synapse:
+            synapse = fixed.synapse[0]
+        else:
+            synapse = self._synapse_gains(layout)
+            if previous is not None:
+                fixed.synapse.append(synapse)
+        charges.mul_(synapse)
+        charge = charges[0] - charges[1]  # (R, n_max, C), signed
+        gain = fixed.neuron_gain * (self.gain_per_send * layer.num_sends)  # (R, 1, C)
+
+        # noise variance per active input: num_sends * (per_event + per_event_weight2 *
+        # mean square weight of the run)
+        variance = (weight_q * weight_q).sum(1, keepdim=True).mul_(fixed.weight2_per_row)
+        variance.add_(self._noise_terms.per_event).mul_(layer.num_sends)  # (R, 1, C)
+
+        peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous)
+        saturation = None
+        chip = self.chip
+        if peak is not None:
+            total = charges.sum(2)
+            rho = torch.where(total > 0, peak / total.clamp_min(1e-30), torch.zeros_like(total))
+            kappa = rho / (chip.analog.synin_linear_load * gain.squeeze(1))
+            inv_kappa = torch.where(
+                kappa > 0, 1.0 / kappa.clamp_min(1e-30), torch.zeros_like(kappa)
+            )
+            saturation = _Saturation(
+                peak_load=peak, spread_load=rho * charges.amax(2), kappa=kappa, inv_kappa=inv_kappa
+            )
+        return _EmulatedLayer(
+            weight=charge * gain,
+            variance_per_active=variance,
+            fixed=fixed,
+            num_sends=layer.num_sends,
+            saturation=saturation,
+            base=base,
+        )
+
+    def _peak_loads(
+        self,
+        layer: AnalogLayer,
+        layout: ChunkLayout,
+        fixed: _FixedPattern,
+        charges: torch.Tensor,
+        charge: torch.Tensor,
+        previous: _EmulatedLayer | None,
+    ) -> tuple[torch.Tensor | None, _PeakBase | None]:
+        """The peak window loads ``(2, R, C)`` if some input can pass the synaptic linear
+        load (else None), and what bounds the loads of the next version.
+
+        A window's load changes by at most its length (in event slots) times the largest
+        change of one charge. When the weights of a layer change (fine-tuning), the peak
+        loads of an earlier version plus that bound often prove that no input can pass the
+        linear load, which spares the exact computation: the outcome is the same. The first
+        version stores nothing (a layer that never changes costs no extra memory).
+        """
+        chip = self.chip
+        operator, length = fixed.window_operators.get(layer.num_sends, (None, 0.0))
+        if operator is None:
+            operator = window_operator(layout, self._window, layer.num_sends)
+            length = float(operator.sum(2).max()) if operator.numel() else 0.0
+            fixed.window_operators[layer.num_sends] = (operator, length)
+        limit = chip.analog.synin_linear_load / chip.input_max  # per unit input
+        base = previous.base if previous is not None else None
+        if base is not None and previous.fixed is fixed and previous.num_sends == layer.num_sends:
+            drift = float((charge - base.charge).abs_().max())
+            if (base.peak_max + length * drift) * _BOUND_MARGIN <= limit:
+                return None, base
+        peak = _peak_window_load(charges, layout, operator=operator)
+        peak_max = float(peak.max()) if peak.numel() else 0.0
+        if peak_max > limit:
+            return peak, None
+        return None, (_PeakBase(charge, peak_max) if previous is not None else None)
 
 
 def _knee_loss(excess: torch.Tensor, headroom: float) -> torch.Tensor:
@@ -304,39 +406,53 @@ def _knee_loss(excess: torch.Tensor, headroom: float) -> torch.Tensor:
     return excess.square() / (excess + headroom)
 
 
-def _peak_window_load(
-    charges: torch.Tensor, layout: ChunkLayout, window: float, num_sends: int
-) -> torch.Tensor:
-    """Largest sum of event charges inside a window of ``window`` event slots, per column.
+def window_operator(layout: ChunkLayout, window: float, num_sends: int) -> torch.Tensor:
+    """The windows of ``window`` event slots as weights on a chunk's positions, per run.
 
-    ``charges`` is ``(P, R, n_max, C)`` in the layout's row order; events arrive in
-    ``layout.time_order`` and the event train of a run is the chunk's rows repeated
+    ``(R, n_max, n_max)``: entry ``[r, j, i]`` is how much of position ``i``'s charge falls
+    into the window that ends with the ``j``-th event of run ``r``'s last send. Events arrive
+    in ``layout.time_order`` and the event train of a run is the chunk's rows repeated
     ``num_sends`` times, with silence before it. The busiest window ends in the last send: it
-    holds ``periods`` whole repetitions and a partial window ending at one of its slots. A
-    fractional window counts its oldest slot partly. Chunks of equal size go together.
+    holds ``periods`` whole repetitions and a partial window ending at one of its slots,
+    which reaches into the send before if there is one left before the whole periods (else
+    into the silence). A fractional window counts its oldest slot partly.
     """
-    parts, n_chunks, n_max, cols = charges.shape
-    starts = (torch.arange(n_chunks) * n_max).unsqueeze(1)
-    in_time = charges.reshape(parts, n_chunks * n_max, cols).index_select(
-        1, (starts + layout.time_order).reshape(-1)
-    )
-    in_time = in_time.view(parts, n_chunks, n_max, cols)
-    sizes = [stop - start for start, stop in layout.row_chunks]
-    peak = charges.new_zeros(parts, n_chunks, cols)
-    for rows in sorted(set(sizes)):
-        group = torch.tensor([r for r, size in enumerate(sizes) if size == rows])
-        seq = in_time.index_select(1, group)[:, :, :rows]  # (P, G, rows, C)
+    n_chunks, n_max = layout.n_chunks, layout.n_max
+    operator = np.zeros((n_chunks, n_max, n_max))
+    time_order = layout.time_order.numpy()
+    for r, (start, stop) in enumerate(layout.row_chunks):
+        rows = stop - start
         length = min(window, float(num_sends * rows))
         periods = int(length // rows)
         partial = length - periods * rows
         whole = int(partial)
-        # the partial window reaches into an earlier send only if one is left before the
-        # whole periods; otherwise into the silence before the train
-        previous = seq if periods + 1 < num_sends else torch.zeros_like(seq)
-        train = torch.cat([previous, seq], dim=2)  # (P, G, 2 rows, C)
-        cum = torch.nn.functional.pad(train.cumsum(2), (0, 0, 1, 0))
-        # windows end at each slot of the current send: train positions rows .. 2 rows - 1
-        sums = cum[:, :, rows + 1 :] - cum[:, :, rows + 1 - whole : 2 * rows + 1 - whole]
-        sums += (partial - whole) * train[:, :, rows - whole : 2 * rows - whole]
-        peak[:, group] = periods * seq.sum(2) + sums.amax(2)
-    return peak
+        wraps = periods + 1 < num_sends
+        coef = np.full((rows, rows), float(periods))  # [end slot, slot], both in time order
+        ends = np.arange(rows)
+        # the partial window: ``whole`` slots ending at ``end``, then a fraction of one more
+        for back in range(whole + 1):
+            share = 1.0 if back < whole else partial - whole
+            slots = ends - back
+            keep = (slots >= 0) | wraps
+            coef[ends[keep], slots[keep] % rows] += share
+        operator[r, :rows][:, time_order[r, :rows]] = coef  # columns: positions, not slots
+    return torch.from_numpy(operator.astype(np.float32))
+
+
+def _peak_window_load(
+    charges: torch.Tensor,
+    layout: ChunkLayout,
+    window: float | None = None,
+    num_sends: int | None = None,
+    operator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Largest sum of event charges inside a window of ``window`` event slots, per column.
+
+    ``charges`` is ``(P, R, n_max, C)`` in the layout's row order (non-negative); the result
+    is ``(P, R, C)``. Give ``operator`` (:func:`window_operator`) or ``window`` and
+    ``num_sends``.
+    """
+    if operator is None:
+        assert window is not None and num_sends is not None
+        operator = window_operator(layout, window, num_sends)
+    return torch.matmul(operator, charges).amax(2)
