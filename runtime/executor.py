@@ -2,8 +2,9 @@
 
 Digital steps run as torch ops on the host (:mod:`anacc.runtime.digital_ops`). An analog step
 encodes its input into the chip's unsigned range (per its signed-input strategy), calls the
-backend once per input part with all of the layer's tiles, sums the per-run ADC reads
-digitally and rescales them to float. The ``ideal`` backend gets the float input instead.
+backend once with all of the layer's tiles and input parts (stacked along the batch), sums
+the per-run ADC reads digitally and rescales them to float. The ``ideal`` backend gets the
+float input instead.
 
 Every run counts, per analog layer, the inputs outside the range the layer's input encoding
 represents (they are clipped); :attr:`RunResult.warnings` reports them. A step that cannot run
@@ -21,7 +22,13 @@ import numpy as np
 import torch
 from anacc.compiler.datafile import Dataset, match_inputs
 from anacc.compiler.program import Program, ProgramLayer, Step
-from anacc.compiler.quant import col2im, combine_parts, conv_output_shape, encode_inputs, im2col
+from anacc.compiler.quant import (
+    col2im,
+    conv_output_shape,
+    encode_stacked,
+    im2col,
+    im2col_multiplicity,
+)
 from anacc.runtime.backends import Backend, get_backend
 from anacc.runtime.digital_ops import run_op
 
@@ -56,16 +63,24 @@ def count_clipped(
     offset: float,
     input_max: int,
     extremes: tuple[float, float] | None = None,
+    copies: torch.Tensor | None = None,
 ) -> int:
     """Entries of ``rows`` outside the range that ``(scale, offset)`` encodes. With
-    ``extremes``, the smallest and largest entry, a side that nothing passes is not counted."""
+    ``extremes``, the smallest and largest entry, a side that nothing passes is not counted;
+    with ``copies`` (broadcast against ``rows``), each entry counts that many times."""
     hi = offset + scale * input_max
     lo = -hi if layer.signed == "split" else offset
+
+    def count(mask: torch.Tensor) -> int:
+        if copies is None:
+            return int(torch.count_nonzero(mask))
+        return round(float(torch.sum(mask * copies, dtype=torch.float64)))
+
     if extremes is None or lo > hi:
-        return int(((rows < lo) | (rows > hi)).sum())
+        return count((rows < lo) | (rows > hi))
     # float32 entries >= a float64 bound also pass the bound rounded to float32
-    below = int(torch.count_nonzero(rows < lo)) if extremes[0] < lo else 0
-    above = int(torch.count_nonzero(rows > hi)) if extremes[1] > hi else 0
+    below = count(rows < lo) if extremes[0] < lo else 0
+    above = count(rows > hi) if extremes[1] > hi else 0
     return below + above
 
 
@@ -107,6 +122,46 @@ def input_encoding(
     return (span / input_max if span > 0 else 1.0), offset
 
 
+def _extremes(layer: ProgramLayer, values: torch.Tensor) -> tuple[float, float] | None:
+    """Smallest and largest entry (None if empty); a NaN is a :class:`DataError`."""
+    if not values.numel():
+        return None
+    # one pass for the NaN check, a dynamic scale and the clip count (aminmax gives NaN if any
+    # entry is NaN)
+    extremes = tuple(float(v) for v in torch.aminmax(values))
+    if math.isnan(extremes[0]):
+        raise DataError(
+            f"analog layer {layer.analog.name} received {int(torch.isnan(values).sum())} NaN "
+            "values: an earlier step overflowed float32; scale the input data into a moderate "
+            "range"
+        )
+    return extremes  # type: ignore[return-value]
+
+
+def _rescale(
+    layer: ProgramLayer, backend: Backend, reads: torch.Tensor, scale: float, offset: float
+) -> torch.Tensor:
+    """ADC reads ``(parts * B, chunks, out)`` -> float ``(B, out)``: the digital sum over the
+    row chunks and parts, rescaled, plus the shift correction and the bias."""
+    a = layer.analog
+    # the sum over row chunks is a new tensor: rescale and correct it in place
+    summed = reads.sum(dim=1)
+    if layer.signed == "split":  # the digital combination: positive minus negative part
+        batch = summed.shape[0] // 2
+        y = summed[:batch] - summed[batch:]
+    else:
+        y = summed
+    w_scale = torch.from_numpy(layer.weight_scale)
+    gain = backend.gain_per_send * a.num_sends
+    y.mul_(w_scale * (scale / gain))
+    if layer.signed == "shift" and offset != 0.0:
+        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
+        y.add_(offset * w_deq.sum(dim=0))
+    if layer.bias is not None:
+        y.add_(torch.from_numpy(layer.bias))
+    return y
+
+
 def analog_linear(
     layer: ProgramLayer,
     rows: torch.Tensor,
@@ -119,45 +174,73 @@ def analog_linear(
     a = layer.analog
     if not backend.quantizes:
         y = backend.linear(a, rows)
-    else:
-        chip = backend.chip
-        # one pass for the NaN check, a dynamic scale and the clip count (aminmax gives NaN
-        # if any entry is NaN)
-        extremes = None
-        if rows.numel():
-            extremes = tuple(float(v) for v in torch.aminmax(rows))
-            if math.isnan(extremes[0]):
-                raise DataError(
-                    f"analog layer {a.name} received {int(torch.isnan(rows).sum())} NaN values: "
-                    "an earlier step overflowed float32; scale the input data into a moderate "
-                    "range"
-                )
-        scale, offset = input_encoding(layer, rows, chip.input_max, extremes)
-        parts = encode_inputs(rows, layer.signed, scale, offset, chip.input_max)
-        reads = [backend.mac(a, xq) for xq in parts]
-        if trace is not None or clip is not None:
-            clipped = count_clipped(layer, rows, scale, offset, chip.input_max, extremes)
-        if trace is not None:
-            trace.adc.extend(r.detach() for r in reads)
-            trace.inputs += rows.numel()
-            trace.clipped_inputs += clipped
-        if clip is not None:
-            clip.inputs += rows.numel()
-            clip.clipped += clipped
-        # the sum over row chunks is a new tensor: rescale and correct it in place
-        y = combine_parts([r.sum(dim=1) for r in reads])
-        w_scale = torch.from_numpy(layer.weight_scale)
-        gain = backend.gain_per_send * a.num_sends
-        y.mul_(w_scale * (scale / gain))
-        if layer.signed == "shift" and offset != 0.0:
-            w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
-            y.add_(offset * w_deq.sum(dim=0))
-        if layer.bias is not None:
-            y.add_(torch.from_numpy(layer.bias))
-        return y
-    if layer.bias is not None:
-        y = y + torch.from_numpy(layer.bias)
-    return y
+        return y + torch.from_numpy(layer.bias) if layer.bias is not None else y
+    chip = backend.chip
+    extremes = _extremes(layer, rows)
+    scale, offset = input_encoding(layer, rows, chip.input_max, extremes)
+    # the parts of a split input run in one call, stacked along the batch
+    reads = backend.mac(a, encode_stacked(rows, layer.signed, scale, offset, chip.input_max))
+    if trace is not None or clip is not None:
+        clipped = count_clipped(layer, rows, scale, offset, chip.input_max, extremes)
+    if trace is not None:
+        batch = rows.shape[0]
+        parts = [reads[:batch], reads[batch:]] if layer.signed == "split" else [reads]
+        trace.adc.extend(r.detach() for r in parts)
+        trace.inputs += rows.numel()
+        trace.clipped_inputs += clipped
+    if clip is not None:
+        clip.inputs += rows.numel()
+        clip.clipped += clipped
+    return _rescale(layer, backend, reads, scale, offset)
+
+
+def analog_step(
+    layer: ProgramLayer,
+    x: torch.Tensor,
+    backend: Backend,
+    trace: LayerTrace | None = None,
+    clip: ClipCount | None = None,
+) -> torch.Tensor:
+    """One analog step on its input tensor: :func:`analog_linear` of :func:`analog_rows`,
+    folded back. A convolution with a static input encoding that maps 0 to 0 (``none``,
+    ``split``) encodes its input before the im2col: the same integer rows (the padding is
+    0 either way) from a fraction of the work."""
+    if (
+        layer.conv is None
+        or not backend.quantizes
+        or trace is not None
+        or layer.input_scale is None
+        or layer.signed not in ("none", "split")
+        or layer.input_offset != 0.0
+    ):
+        rows, how = analog_rows(layer, x)
+        return fold_rows(analog_linear(layer, rows, backend, trace, clip), how)
+    chip, conv = backend.chip, layer.conv
+    extremes = _extremes(layer, x)
+    scale = layer.input_scale
+    stacked = encode_stacked(x, layer.signed, scale, 0.0, chip.input_max)
+    reads = backend.mac(layer.analog, im2col(stacked, conv))
+    spatial = tuple(x.shape[2:])
+    out_spatial = conv_output_shape(spatial, conv)
+    if clip is not None:
+        clip.inputs += x.shape[0] * math.prod(out_spatial) * layer.analog.in_features
+        copies = _copies(spatial, conv)
+        clip.clipped += count_clipped(layer, x, scale, 0.0, chip.input_max, extremes, copies)
+    y = _rescale(layer, backend, reads, scale, 0.0)
+    return col2im(y, x.shape[0], out_spatial)
+
+
+def _copies(spatial: tuple[int, ...], conv: dict) -> torch.Tensor:
+    key = (spatial, *(tuple(conv[k]) for k in ("kernel_shape", "strides", "dilations", "pads")))
+    copies = _COPIES.get(key)
+    if copies is None:
+        if len(_COPIES) > 64:
+            _COPIES.clear()
+        copies = _COPIES[key] = im2col_multiplicity(spatial, conv)
+    return copies
+
+
+_COPIES: dict[tuple, torch.Tensor] = {}
 
 
 class Executor:
@@ -187,10 +270,10 @@ class Executor:
     def _run_step(self, step: Step, env: dict[str, torch.Tensor]) -> None:
         if step.analog:
             layer = self.program.layers[step.name]
-            rows, how = analog_rows(layer, env[step.inputs[0]])
             trace = self.traces[step.name] if self.traces is not None else None
-            y = analog_linear(layer, rows, self.backend, trace, self.clipped[step.name])
-            env[step.outputs[0]] = fold_rows(y, how)
+            env[step.outputs[0]] = analog_step(
+                layer, env[step.inputs[0]], self.backend, trace, self.clipped[step.name]
+            )
             return
         args = [None if not t else (env[t] if t in env else self.constants[t]) for t in step.inputs]
         for name, value in zip(step.outputs, run_op(step.op, step.attrs, args), strict=False):

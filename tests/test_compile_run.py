@@ -82,6 +82,37 @@ def test_emulator_runs_every_bundled_model_well_above_chance(compiled, name):
     np.testing.assert_array_equal(result.outputs["logits"], again.outputs["logits"])
 
 
+@pytest.mark.parametrize("signed", ["none", "split"])
+@pytest.mark.parametrize("backend", ["quantized", "emulator"])
+def test_conv_steps_encoding_before_im2col_read_the_same_integers(tmp_path, signed, backend):
+    """analog_step encodes a conv input before the im2col; the reads, outputs and clip
+    counts equal those of encoding the im2col rows (same backend seed)."""
+    from anacc.runtime.backends import get_backend
+    from anacc.runtime.executor import ClipCount, analog_linear, analog_rows, analog_step
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 20, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    path = export(nn.Sequential(conv), torch.randn(1, 3, 9, 8), tmp_path / "c.onnx", False)
+    calib = torch.randn(64, 3, 9, 8)
+    if signed == "none":
+        calib = calib.relu()
+    prog = anacc.compile(path, calib={"x": calib.numpy()})
+    layer = next(iter(prog.layers.values()))
+    assert layer.signed == signed and layer.input_scale is not None
+    x = 1.3 * torch.randn(5, 3, 9, 8)  # beyond the calibrated range: some inputs clip
+    profile = prog.chip.profile(prog.profile)
+    clips = ClipCount(), ClipCount()
+    fast = analog_step(layer, x, get_backend(backend, prog.chip, profile, seed=3), clip=clips[0])
+    rows, how = analog_rows(layer, x)
+    slow_backend = get_backend(backend, prog.chip, profile, seed=3)
+    slow = analog_linear(layer, rows, slow_backend, clip=clips[1])
+    ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, (2, 1), (1, 0), (1, 2))
+    assert fast.shape == ref.shape
+    assert torch.equal(fast, slow.reshape(5, -1, 20).transpose(1, 2).reshape(fast.shape))
+    assert clips[0].clipped == clips[1].clipped > 0
+    assert clips[0].inputs == clips[1].inputs == rows.numel()
+
+
 def test_program_round_trip_is_exact(compiled, tmp_path):
     prog = compiled["digits_cnn"]
     path = prog.save(tmp_path / "p.anacc")

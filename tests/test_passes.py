@@ -163,6 +163,52 @@ def test_conv_rows_are_im2col_patches_of_the_lowered_weight(tmp_path):
     torch.testing.assert_close(y.reshape(2, 4, 5, 5), ref, rtol=1e-4, atol=1e-5)
 
 
+CONV_CASES = [
+    # kernel, strides, dilations, pads (begins, then ends), input spatial
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (8, 8)),
+    ((3, 2), (2, 1), (1, 2), (0, 2, 1, 0), (9, 7)),
+    ((1, 1), (2, 3), (1, 1), (0, 0, 0, 0), (5, 6)),
+    ((5,), (2,), (2,), (3, 1), (17,)),
+    ((2,), (1,), (1,), (0, 0), (4,)),
+]
+
+
+def reference_patches(x: np.ndarray, k, s, d, p) -> np.ndarray:
+    """im2col by explicit loops over output positions, channels and kernel offsets."""
+    nd = len(k)
+    pad = [(0, 0), (0, 0)] + [(p[i], p[i + nd]) for i in range(nd)]
+    xp = np.pad(x, pad)
+    out = [(xp.shape[2 + i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(nd)]
+    rows = []
+    for n in range(x.shape[0]):
+        for pos in np.ndindex(*out):
+            row = []
+            for c in range(x.shape[1]):
+                for off in np.ndindex(*k):
+                    idx = tuple(pos[i] * s[i] + off[i] * d[i] for i in range(nd))
+                    row.append(xp[(n, c, *idx)])
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("k, s, d, p, spatial", CONV_CASES)
+def test_im2col_equals_explicit_patches_and_counts_copies(k, s, d, p, spatial):
+    from anacc.compiler.quant import im2col, im2col_multiplicity
+
+    rng = np.random.default_rng(len(k) + sum(spatial))
+    x = rng.standard_normal((2, 3, *spatial))
+    conv = {"kernel_shape": k, "strides": s, "dilations": d, "pads": p}
+    rows = im2col(torch.from_numpy(x), conv)
+    np.testing.assert_array_equal(rows.numpy(), reference_patches(x, k, s, d, p))
+    # each input position is copied as often as its index shows up among the patches
+    index = np.arange(1, np.prod(spatial) + 1, dtype=np.float64).reshape(1, 1, *spatial)
+    copies = np.bincount(reference_patches(index, k, s, d, p).astype(np.int64).ravel())
+    expected = np.zeros(np.prod(spatial) + 1)
+    expected[: len(copies)] = copies
+    counted = im2col_multiplicity(spatial, conv).numpy().ravel()
+    np.testing.assert_array_equal(counted, expected[1:])
+
+
 def test_bad_options_are_user_errors():
     with pytest.raises(OptionError, match="percentile"):
         CompileOptions(scale="percentile:200")
