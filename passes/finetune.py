@@ -2,11 +2,12 @@
 
 The forward pass goes through the backend exactly as ``anacc run`` does it (on the emulator:
 quantized inputs and weights, gain, mismatch, noise, saturation, int8 ADC). The backward pass
-goes through the linear surrogate ``y = r * (x @ W_q) + b``, where ``W_q`` are the re-quantized
-float shadow weights, rounding and clipping are passed straight through, and ``r`` is the
-ratio of the gain measured through the backend interface to the nominal gain the program
-rescales with (the gradient is thus scaled by the measured ``gain * num_sends``, as the
-vendor does it on the chip). Biases and standalone BatchNorm parameters are digital and
+goes through the linear surrogate ``y = r * (x @ W_q) + b`` (for convolutions computed as a
+convolution of the padded input, so grouped convolutions keep their zero blocks), where
+``W_q`` are the re-quantized float shadow weights, rounding and clipping are passed straight
+through to the shadow weights, and ``r`` is the ratio of the gain measured through the
+backend interface to the nominal gain the program rescales with (the gradient is thus
+scaled by the measured ``gain * num_sends``, as the vendor does it on the chip). Biases and standalone BatchNorm parameters are digital and
 trainable. The mapping (tiles, row order, num_sends, signed-input strategy) is kept; weights,
 scales and biases are updated.
 
@@ -20,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from anacc.runtime.digital_ops import run_op
 from anacc.runtime.executor import (
     analog_linear,
     analog_rows,
+    analog_step,
     check_labels_fit,
     fold_rows,
     run_program,
@@ -80,34 +83,131 @@ class FinetuneResult:
 
 
 class _TrainableLayer:
-    """Float shadow weights and bias of one analog layer, re-quantized on every forward."""
+    """Float shadow weights and bias of one analog layer, re-quantized on every forward.
+
+    The layer's float ``weight`` and ``bias`` arrays are views of the parameters (the
+    optimizer updates them in place); :meth:`TrainingGraph.snapshot` copies them.
+    """
 
     def __init__(self, layer: ProgramLayer, per_column: bool, wmax: int) -> None:
         self.layer = copy.copy(layer)
         self.layer.analog = copy.copy(layer.analog)
         self.weight = torch.nn.Parameter(torch.from_numpy(layer.analog.weight.copy()))
-        self.bias = (
-            torch.nn.Parameter(torch.from_numpy(layer.bias.copy()))
-            if layer.bias is not None
-            else None
-        )
+        self.layer.analog.weight = self.weight.detach().numpy()
+        self.bias = None
+        if layer.bias is not None:
+            self.bias = torch.nn.Parameter(torch.from_numpy(layer.bias.copy()))
+            self.layer.bias = self.bias.detach().numpy()
         self.per_column = per_column
         self.wmax = wmax
 
     def requantize(self) -> torch.Tensor:
-        """Push the shadow weights into the layer; return the dequantized weights (STE)."""
-        w = self.weight.detach().numpy()
-        w_q, scale = quantize_weights(w, self.per_column, self.wmax)
+        """Push the quantized shadow weights into the layer; return them dequantized."""
+        w_q, scale = quantize_weights(self.layer.analog.weight, self.per_column, self.wmax)
         a = self.layer.analog
-        a.weight = w.copy()
         if not np.array_equal(w_q, a.weight_q):  # backends rebuild what they cache per version
             a.weight_q = w_q
             a.version += 1
         self.layer.weight_scale = scale
-        if self.bias is not None:
-            self.layer.bias = self.bias.detach().numpy().copy()
-        w_deq = torch.from_numpy(w_q.astype(np.float32) * scale[None, :])
-        return self.weight + (w_deq - self.weight).detach()
+        return torch.from_numpy(w_q * scale)
+
+
+class _LinearSurrogate(torch.autograd.Function):
+    """Forward: the chip's output ``run()``; backward: the linear surrogate
+    ``ratio * rows @ W_q + b``, straight through to the shadow weights."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        rows: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        w_deq: torch.Tensor,
+        run: Callable[[], torch.Tensor],
+        ratio: float,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(rows, w_deq)
+        ctx.ratio = ratio
+        return run()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        rows, w_deq = ctx.saved_tensors
+        g = grad * ctx.ratio
+        need_rows, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_rows = g @ w_deq.T if need_rows else None
+        grad_w = rows.T @ g if need_w else None
+        grad_b = grad.sum(0) if need_b else None
+        return grad_rows, grad_w, grad_b, None, None, None
+
+
+class _ConvSurrogate(torch.autograd.Function):
+    """Forward: the chip's output ``run()`` ``(N, C_out, *out)``; backward: the convolution
+    of the padded input with the dequantized kernel, scaled by ``ratio`` (the same linear
+    surrogate as :class:`_LinearSurrogate`, computed as a convolution)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x_pad: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        kernel: torch.Tensor,
+        run: Callable[[], torch.Tensor],
+        ratio: float,
+        conv: dict,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x_pad, kernel)
+        ctx.ratio, ctx.conv = ratio, conv
+        return run()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x_pad, kernel = ctx.saved_tensors
+        conv = ctx.conv
+        nd = len(conv["kernel_shape"])
+        grads = torch.nn.grad
+        input_grad = grads.conv1d_input if nd == 1 else grads.conv2d_input
+        weight_grad = grads.conv1d_weight if nd == 1 else grads.conv2d_weight
+        g = grad * ctx.ratio
+        args = (conv["strides"], 0, conv["dilations"], conv["group"])
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = input_grad(x_pad.shape, kernel, g, *args) if need_x else None
+        grad_w = None
+        if need_w:
+            grad_w = _kernel_to_matrix(weight_grad(x_pad, kernel.shape, g, *args), conv)
+        grad_b = grad.sum([d for d in range(grad.dim()) if d != 1]) if need_b else None
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _matrix_to_kernel(mat: torch.Tensor, conv: dict) -> torch.Tensor:
+    """The lowered weight matrix ``(C_in * prod(k), C_out)`` as a conv kernel
+    ``(C_out, C_in / group, *k)`` (the diagonal blocks for grouped convolutions)."""
+    g, c_in, c_out = conv["group"], conv["in_channels"], conv["out_channels"]
+    k = conv["kernel_shape"]
+    rows, og = c_in // g * math.prod(k), c_out // g
+    blocks = [mat[i * rows : (i + 1) * rows, i * og : (i + 1) * og] for i in range(g)]
+    return torch.cat([b.T for b in blocks]).reshape(c_out, c_in // g, *k)
+
+
+def _kernel_to_matrix(kernel: torch.Tensor, conv: dict) -> torch.Tensor:
+    """Inverse of :func:`_matrix_to_kernel`; zero outside the diagonal blocks."""
+    g, c_out = conv["group"], conv["out_channels"]
+    if g == 1:
+        return kernel.reshape(c_out, -1).T
+    rows, og = kernel[0].numel(), c_out // g
+    mat = kernel.new_zeros(rows * g, c_out)
+    for i in range(g):
+        block = kernel[i * og : (i + 1) * og].reshape(og, -1)
+        mat[i * rows : (i + 1) * rows, i * og : (i + 1) * og] = block.T
+    return mat
+
+
+def _pad_input(x: torch.Tensor, conv: dict) -> torch.Tensor:
+    """The conv input with the layer's padding (``pads``: begins, then ends), as im2col pads."""
+    p = conv["pads"]
+    pads = (p[0], p[1]) if len(conv["kernel_shape"]) == 1 else (p[1], p[3], p[0], p[2])
+    return torch.nn.functional.pad(x, pads) if any(pads) else x
 
 
 class TrainingGraph(torch.nn.Module):
@@ -150,16 +250,28 @@ class TrainingGraph(torch.nn.Module):
 
     def _analog(self, tl: _TrainableLayer, x: torch.Tensor) -> torch.Tensor:
         layer = tl.layer
-        w_ste = tl.requantize()
-        rows, how = analog_rows(layer, x)
+        w_deq = tl.requantize()
+        x_in = x.detach()
         if self.training and self.opts.scale_update == "ema" and layer.input_scale is not None:
-            self._ema_scale(layer, rows.detach())
-        with torch.no_grad():
-            y_hw = analog_linear(layer, rows.detach(), self.backend)
-        y_lin = self.gain_ratio * (rows @ w_ste)
-        if tl.bias is not None:
-            y_lin = y_lin + tl.bias
-        y = y_lin + (y_hw - y_lin).detach()
+            self._ema_scale(layer, analog_rows(layer, x_in)[0])
+
+        if layer.conv is not None:
+
+            def run_conv() -> torch.Tensor:
+                return analog_step(layer, x_in, self.backend)
+
+            kernel = _matrix_to_kernel(w_deq, layer.conv)
+            x_pad = _pad_input(x, layer.conv)
+            return _ConvSurrogate.apply(
+                x_pad, tl.weight, tl.bias, kernel, run_conv, self.gain_ratio, layer.conv
+            )
+        rows, how = analog_rows(layer, x_in)
+
+        def run() -> torch.Tensor:
+            return analog_linear(layer, rows, self.backend)
+
+        x2d = x.reshape(rows.shape)
+        y = _LinearSurrogate.apply(x2d, tl.weight, tl.bias, w_deq, run, self.gain_ratio)
         return fold_rows(y, how)
 
     def _ema_scale(self, layer: ProgramLayer, rows: torch.Tensor) -> None:
@@ -195,6 +307,9 @@ class TrainingGraph(torch.nn.Module):
         for name, tl in self.layers.items():
             lay = copy.copy(tl.layer)
             lay.analog = copy.copy(tl.layer.analog)
+            lay.analog.weight = lay.analog.weight.copy()  # not the live parameters
+            if lay.bias is not None:
+                lay.bias = lay.bias.copy()
             lay.analog.version = 0
             layers[name] = lay
         constants = dict(self.program.constants)
@@ -210,6 +325,16 @@ def _replace_program(program: Program, layers: dict, constants: dict) -> Program
     new.layers = layers
     new.constants = constants
     return new
+
+
+def _adam(params: list[torch.nn.Parameter], opts: FinetuneOptions) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where this torch has it for the CPU (it does the
+    same update as the default loop over parameters, with a fraction of the overhead)."""
+    kwargs = {"lr": opts.lr, "weight_decay": opts.weight_decay}
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **kwargs)
 
 
 def _loss_fn(labels: np.ndarray) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -244,7 +369,7 @@ def finetune(
     if backend.quantizes:
         gain_ratio = measure_gain(backend) / backend.gain_per_send
     model = TrainingGraph(program, backend, gain_ratio, opts)
-    optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    optim = _adam(list(model.parameters()), opts)
     loss_fn = _loss_fn(train.labels)
     labels = torch.from_numpy(
         train.labels.astype(np.int64 if train.labels.dtype.kind in "iub" else np.float32)

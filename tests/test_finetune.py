@@ -81,6 +81,88 @@ def test_surrogate_gradient_matches_finite_differences_of_the_ideal_linear_model
     assert 0.9 < ratio < 1.1  # the emulator's measured gain is close to its nominal gain
 
 
+def grouped_conv_model(path: Path) -> Path:
+    """Conv (2 groups, stride 2, asymmetric pads) -> Relu -> Conv 1-D-like (1 x 3 kernel)."""
+    rng = np.random.default_rng(4)
+    w1 = (rng.standard_normal((6, 2, 3, 3)) * 0.4).astype(np.float32)
+    b1 = (rng.standard_normal(6) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((3, 6, 1, 3)) * 0.4).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w1", "b1"], ["h"], group=2, strides=[2, 2], pads=[1, 0, 0, 1]
+        ),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[0, 1, 0, 1], dilations=[1, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "grouped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 2])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_conv_surrogate_gradients_equal_the_linear_surrogate_on_im2col_rows(tmp_path):
+    """The conv layers' backward (convolutions of the padded input) against autograd through
+    ratio * im2col(x) @ W_q + b, the linear surrogate of the dense layers, in float64."""
+    from anacc.compiler.quant import col2im, conv_output_shape, im2col
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (8, 4, 9, 9)).astype(np.float32)
+    program = anacc.compile(grouped_conv_model(tmp_path / "g.onnx"), calib={"x": x})
+    chip = program.chip
+    backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
+    model = TrainingGraph(program, backend, 0.9, FinetuneOptions())
+    first = next(iter(model.layers.values()))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    h = model._analog(first, xt)
+    upstream = torch.from_numpy(rng.standard_normal(h.shape))
+    (h * upstream.float()).sum().backward()
+
+    conv = first.layer.conv
+    w_q = first.layer.analog.weight_q * first.layer.weight_scale
+    x64 = torch.from_numpy(x).double().requires_grad_(True)
+    w64 = torch.from_numpy(w_q).double().requires_grad_(True)
+    b64 = first.bias.detach().double().requires_grad_(True)
+    rows = 0.9 * im2col(x64, conv) @ w64 + b64
+    y = col2im(rows, 8, conv_output_shape((9, 9), conv))
+    assert y.shape == h.shape
+    (y * upstream).sum().backward()
+    # two groups: input rows 0-17 feed output columns 0-2, rows 18-35 columns 3-5; the
+    # reference's gradient off those blocks belongs to weights that do not exist
+    blocks = np.zeros((36, 6), dtype=bool)
+    blocks[:18, :3] = blocks[18:, 3:] = True
+    np.testing.assert_array_equal(first.layer.analog.weight != 0, blocks)
+    grad_w = first.weight.grad.numpy()
+    np.testing.assert_allclose(grad_w[blocks], w64.grad.numpy()[blocks], rtol=1e-4, atol=1e-4)
+    assert (grad_w[~blocks] == 0).all()
+    for got, ref in ((first.bias.grad, b64.grad), (xt.grad, x64.grad)):
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_finetuning_keeps_the_zero_blocks_of_grouped_convolutions(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (96, 4, 9, 9)).astype(np.float32)
+    program = anacc.compile(grouped_conv_model(tmp_path / "g.onnx"), calib={"x": x[:32]})
+    target = rng.standard_normal((96, 3, 4, 2)).astype(np.float32)
+    train = match_inputs({"x": x, "labels": target}, program.inputs)
+    tuned = finetune(program, train, None, FinetuneOptions(epochs=2, lr=1e-2, seed=0)).program
+    name = next(iter(program.layers))
+    before, after = program.layers[name].analog, tuned.layers[name].analog
+    assert not np.array_equal(before.weight, after.weight)
+    np.testing.assert_array_equal(after.weight[before.weight == 0], 0)
+    np.testing.assert_array_equal(after.weight_q[before.weight == 0], 0)
+    sess = ort.InferenceSession(
+        to_onnx(tuned).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    ref = sess.run(None, {"x": x})[0]
+    got = run_program(tuned, {"x": x}, backend="ideal").outputs["y"]
+    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()
+
+
 def test_a_few_finetuning_steps_lower_the_training_loss():
     program = anacc.compile(MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"))
     train = match_inputs(split("mnist1d", "train", 1024), program.inputs)
