@@ -7,9 +7,9 @@ convolution of the padded input, so grouped convolutions keep their zero blocks)
 ``W_q`` are the re-quantized float shadow weights, rounding and clipping are passed straight
 through to the shadow weights, and ``r`` is the ratio of the gain measured through the
 backend interface to the nominal gain the program rescales with (the gradient is thus
-scaled by the measured ``gain * num_sends``, as the vendor does it on the chip). Biases and standalone BatchNorm parameters are digital and
-trainable. The mapping (tiles, row order, num_sends, signed-input strategy) is kept; weights,
-scales and biases are updated.
+scaled by the measured ``gain * num_sends``, as the vendor does it on the chip). Biases and
+standalone BatchNorm parameters are digital and trainable. The mapping (tiles, row order,
+num_sends, signed-input strategy) is kept; weights, scales and biases are updated.
 
 This is the one pass that imports the runtime: it needs a backend in the loop.
 """
