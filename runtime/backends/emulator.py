@@ -23,7 +23,8 @@ of pre-drawn values at a random offset and stride instead of being drawn afresh 
 
 Everything runs as one batched computation over all row chunks and the whole batch. What a
 layer's layout picks out of the chip instance is built once per layout; the tensors derived
-from the weights (effective weights, noise table, peak window loads) once per layer version.
+from the weights (effective weights, noise variance per active input, peak window loads) once
+per layer version.
 """
 
 from __future__ import annotations
