@@ -26,13 +26,9 @@ MODEL = ROOT / "models" / "mnist1d_mlp.onnx"
 DATA = ROOT / "models" / "data"
 
 
-def load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as d:
-        return {k: d[k] for k in d.files}
-
-
 def evaluate(tune_dir: Path, train: Path, val: Path, seeds: list[int], epochs: int, log=print):
     from anacc.compiler.datafile import match_inputs
+    from anacc.compiler.datafile import read_npz as load
     from anacc.passes.finetune import FinetuneOptions, finetune
     from anacc.runtime.executor import run_program
 

@@ -47,6 +47,29 @@ def conv_output_shape(spatial: tuple[int, ...], conv: dict) -> tuple[int, ...]:
     )
 
 
+def _patch_slices(spatial: tuple[int, int], conv: dict) -> tuple[tuple, tuple, list]:
+    """The geometry of :func:`im2col` on a 2-D ``spatial`` (a 1-D conv as height 1): the pads
+    (top, left, bottom, right), the output size and kernel size, and per kernel offset
+    ``(i, j)`` the slices of the padded input that it reads, in (kh, kw) order."""
+    k, s, d, p = conv["kernel_shape"], conv["strides"], conv["dilations"], conv["pads"]
+    if len(k) == 1:
+        k, s, d, p = (1, k[0]), (1, s[0]), (1, d[0]), (0, p[0], 0, p[1])
+    height, width = spatial[0] + p[0] + p[2], spatial[1] + p[1] + p[3]
+    out_h = (height - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    out_w = (width - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    slices = [
+        (
+            i,
+            j,
+            slice(i * d[0], i * d[0] + s[0] * (out_h - 1) + 1, s[0]),
+            slice(j * d[1], j * d[1] + s[1] * (out_w - 1) + 1, s[1]),
+        )
+        for i in range(k[0])
+        for j in range(k[1])
+    ]
+    return tuple(p), (out_h, out_w, k[0], k[1]), slices
+
+
 def im2col(x: torch.Tensor, conv: dict) -> torch.Tensor:
     """Patches of a conv input ``(N, C, *spatial)`` as rows ``(N * positions, C * prod(k))``,
     channel-major like the lowered weight matrix; positions in row-major output order.
@@ -54,47 +77,26 @@ def im2col(x: torch.Tensor, conv: dict) -> torch.Tensor:
     One strided copy per kernel offset from a zero-padded channels-last copy of ``x`` (a
     fraction of the time of ``torch.nn.functional.unfold`` plus its transposed copy).
     """
-    k, s, d, p = conv["kernel_shape"], conv["strides"], conv["dilations"], conv["pads"]
-    if len(k) == 1:  # as 2-D with a height of 1
-        x, k, s, d, p = x.unsqueeze(2), (1, k[0]), (1, s[0]), (1, d[0]), (0, p[0], 0, p[1])
+    if len(conv["kernel_shape"]) == 1:
+        x = x.unsqueeze(2)
     n, c, h, w = x.shape
-    height, width = h + p[0] + p[2], w + p[1] + p[3]
-    out_h = (height - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    out_w = (width - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    padded = x.new_zeros(n, height, width, c)
+    p, (out_h, out_w, kh, kw), slices = _patch_slices((h, w), conv)
+    padded = x.new_zeros(n, h + p[0] + p[2], w + p[1] + p[3], c)
     padded[:, p[0] : p[0] + h, p[1] : p[1] + w] = x.permute(0, 2, 3, 1)
-    rows = x.new_empty(n, out_h, out_w, c, k[0], k[1])
-    for i in range(k[0]):
-        top = i * d[0]
-        for j in range(k[1]):
-            left = j * d[1]
-            rows[..., i, j] = padded[
-                :,
-                top : top + s[0] * (out_h - 1) + 1 : s[0],
-                left : left + s[1] * (out_w - 1) + 1 : s[1],
-            ]
-    return rows.view(n * out_h * out_w, c * k[0] * k[1])
+    rows = x.new_empty(n, out_h, out_w, c, kh, kw)
+    for i, j, along_h, along_w in slices:
+        rows[..., i, j] = padded[:, along_h, along_w]
+    return rows.view(n * out_h * out_w, c * kh * kw)
 
 
 def im2col_multiplicity(spatial: tuple[int, ...], conv: dict) -> torch.Tensor:
     """How often :func:`im2col` copies each input position (float ``spatial``)."""
-    k, s, d, p = conv["kernel_shape"], conv["strides"], conv["dilations"], conv["pads"]
-    if len(k) == 1:
-        spatial, k, s, d, p = (1, *spatial), (1, k[0]), (1, s[0]), (1, d[0]), (0, p[0], 0, p[1])
-    h, w = spatial
-    height, width = h + p[0] + p[2], w + p[1] + p[3]
-    out_h = (height - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    out_w = (width - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    count = torch.zeros(height, width)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            top, left = i * d[0], j * d[1]
-            count[
-                top : top + s[0] * (out_h - 1) + 1 : s[0],
-                left : left + s[1] * (out_w - 1) + 1 : s[1],
-            ] += 1
-    count = count[p[0] : p[0] + h, p[1] : p[1] + w]
-    return count.reshape(tuple(spatial[-1:]) if len(conv["kernel_shape"]) == 1 else (h, w))
+    hw = (1, *spatial) if len(conv["kernel_shape"]) == 1 else tuple(spatial)
+    p, _, slices = _patch_slices(hw, conv)
+    count = torch.zeros(hw[0] + p[0] + p[2], hw[1] + p[1] + p[3])
+    for _, _, along_h, along_w in slices:
+        count[along_h, along_w] += 1
+    return count[p[0] : p[0] + hw[0], p[1] : p[1] + hw[1]].reshape(tuple(spatial))
 
 
 def col2im(rows: torch.Tensor, batch: int, out_spatial: tuple[int, ...]) -> torch.Tensor:

@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 from anacc.compiler.datafile import Dataset
+from anacc.compiler.export import conv_kernel
 from anacc.compiler.program import Program, ProgramLayer
 from anacc.passes.calibrate_scales import quantize_weights
+from anacc.passes.lower_conv import conv_weight_matrix
 from anacc.runtime.backends import Backend, get_backend
 from anacc.runtime.characterize import measure_gain
 from anacc.runtime.digital_ops import run_op
@@ -175,32 +177,10 @@ class _ConvSurrogate(torch.autograd.Function):
         grad_x = input_grad(x_pad.shape, kernel, g, *args) if need_x else None
         grad_w = None
         if need_w:
-            grad_w = _kernel_to_matrix(weight_grad(x_pad, kernel.shape, g, *args), conv)
+            grad_k = weight_grad(x_pad, kernel.shape, g, *args)
+            grad_w = torch.from_numpy(conv_weight_matrix(grad_k.numpy(), conv["group"]))
         grad_b = grad.sum([d for d in range(grad.dim()) if d != 1]) if need_b else None
         return grad_x, grad_w, grad_b, None, None, None, None
-
-
-def _matrix_to_kernel(mat: torch.Tensor, conv: dict) -> torch.Tensor:
-    """The lowered weight matrix ``(C_in * prod(k), C_out)`` as a conv kernel
-    ``(C_out, C_in / group, *k)`` (the diagonal blocks for grouped convolutions)."""
-    g, c_in, c_out = conv["group"], conv["in_channels"], conv["out_channels"]
-    k = conv["kernel_shape"]
-    rows, og = c_in // g * math.prod(k), c_out // g
-    blocks = [mat[i * rows : (i + 1) * rows, i * og : (i + 1) * og] for i in range(g)]
-    return torch.cat([b.T for b in blocks]).reshape(c_out, c_in // g, *k)
-
-
-def _kernel_to_matrix(kernel: torch.Tensor, conv: dict) -> torch.Tensor:
-    """Inverse of :func:`_matrix_to_kernel`; zero outside the diagonal blocks."""
-    g, c_out = conv["group"], conv["out_channels"]
-    if g == 1:
-        return kernel.reshape(c_out, -1).T
-    rows, og = kernel[0].numel(), c_out // g
-    mat = kernel.new_zeros(rows * g, c_out)
-    for i in range(g):
-        block = kernel[i * og : (i + 1) * og].reshape(og, -1)
-        mat[i * rows : (i + 1) * rows, i * og : (i + 1) * og] = block.T
-    return mat
 
 
 def _pad_input(x: torch.Tensor, conv: dict) -> torch.Tensor:
@@ -260,7 +240,7 @@ class TrainingGraph(torch.nn.Module):
             def run_conv() -> torch.Tensor:
                 return analog_step(layer, x_in, self.backend)
 
-            kernel = _matrix_to_kernel(w_deq, layer.conv)
+            kernel = torch.from_numpy(conv_kernel(w_deq.numpy(), layer.conv))
             x_pad = _pad_input(x, layer.conv)
             return _ConvSurrogate.apply(
                 x_pad, tl.weight, tl.bias, kernel, run_conv, self.gain_ratio, layer.conv
