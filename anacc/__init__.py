@@ -2,20 +2,22 @@
 
 >>> import anacc
 >>> program = anacc.compile("models/digits_mlp.onnx", calib="models/data/digits_calib.npz")
->>> outputs = program.run({"input": x}, backend="emulator")
+>>> session = anacc.Session(program, backend="emulator", seed=0)
+>>> outputs = session.run({"input": x})
 
-``compile`` and ``Program`` are imported on first use, so ``anacc --help`` stays quick.
+``compile``, ``Program`` and ``Session`` are imported on first use, so ``anacc --help`` stays
+quick.
 """
 
 from anacc.errors import AnaccError
 
 __version__ = "0.1.0"
 
-__all__ = ["AnaccError", "Program", "__version__", "compile"]
+__all__ = ["AnaccError", "Program", "Session", "__version__", "compile"]
 
 
 def __getattr__(name: str):
-    if name in ("compile", "Program"):
+    if name in ("compile", "Program", "Session"):
         from anacc import api
 
         return getattr(api, name)

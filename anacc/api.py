@@ -1,4 +1,5 @@
-"""The Python face of anacc: ``anacc.compile(...)``, ``Program.load(...)``, ``program.run(...)``."""
+"""The Python face of anacc: ``anacc.compile(...)``, ``anacc.Program.load(...)``,
+``anacc.Session(program, ...)`` and the one-call shortcut ``program.run(...)``."""
 
 from __future__ import annotations
 
@@ -9,16 +10,36 @@ from typing import Any
 import numpy as np
 
 from anacc.compiler import program as _program
+from anacc.compiler import program_io
 from anacc.compiler.options import CompileOptions
 from anacc.compiler.pipeline import compile_model
+from anacc.runtime.session import RunResult
+from anacc.runtime.session import Session as _Session
 
 
 class Program(_program.Program):
-    """A compiled model (see :class:`anacc.compiler.program.Program`) that can run itself."""
+    """A compiled model (see :class:`anacc.compiler.program.Program`) that can save, load
+    and run itself."""
 
     @classmethod
     def wrap(cls, base: _program.Program) -> Program:
         return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        """Read a program file (checked; never unpickled)."""
+        return program_io.load_program(path, cls)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "<program>") -> Program:
+        return program_io.program_from_bytes(data, where, cls)
+
+    def save(self, path: str | Path, *, protect: tuple[str | Path, ...] = ()) -> Path:
+        """Write the program file atomically."""
+        return program_io.save_program(self, path, protect=protect)
+
+    def to_bytes(self) -> bytes:
+        return program_io.program_to_bytes(self)
 
     def run(
         self,
@@ -28,16 +49,16 @@ class Program(_program.Program):
         seed: int = 0,
         batch_size: int = 256,
     ) -> dict[str, np.ndarray]:
-        """Outputs (named after the graph outputs) for a batch of inputs."""
-        from anacc.runtime.executor import run_program
+        """Outputs (named after the graph outputs) for a batch of inputs, in a new
+        :class:`Session` (so the same seed gives the same outputs on every call; keep a
+        session to draw fresh noise call after call)."""
+        return Session(self, backend=backend, seed=seed).run(inputs, batch_size=batch_size)
 
-        return run_program(self, inputs, backend=backend, seed=seed, batch_size=batch_size).outputs
-
-    def evaluate(self, inputs: dict[str, np.ndarray], **kwargs: Any):
+    def evaluate(self, inputs: dict[str, np.ndarray], **kwargs: Any) -> RunResult:
         """Like :meth:`run` but returns the full result (accuracy with ``labels``, seconds)."""
-        from anacc.runtime.executor import run_program
-
-        return run_program(self, inputs, **kwargs)
+        backend = kwargs.pop("backend", "emulator")
+        seed = kwargs.pop("seed", 0)
+        return Session(self, backend=backend, seed=seed).evaluate(inputs, **kwargs)
 
     def report(self, data: dict[str, np.ndarray] | None = None, **kwargs: Any):
         """The mapping report (with ``data``: error budget and accuracy per backend)."""
@@ -59,6 +80,34 @@ class Program(_program.Program):
         tr = match_inputs(train, self.inputs, "training data")
         va = match_inputs(val, self.inputs, "validation data") if val is not None else None
         return Program.wrap(finetune(self, tr, va, FinetuneOptions(**options)).program)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the program's float weights back into an ONNX model."""
+        from anacc.compiler.export import export_onnx
+
+        return export_onnx(self, path)
+
+
+class Session(_Session):
+    """A program ready to run on one backend, like onnxruntime's ``InferenceSession``.
+
+    ``Session(program, backend="emulator", seed=0)`` builds the emulated chip instance
+    ``seed`` (its fixed pattern) and the digital side once; ``session.run(feeds)`` returns the
+    outputs, drawing fresh trial-to-trial noise on every call from one stream the seed makes
+    reproducible. ``program`` may be a :class:`Program` or the path of a program file.
+    """
+
+    def __init__(
+        self,
+        program: _program.Program | str | Path,
+        backend: str = "emulator",
+        seed: int = 0,
+        *,
+        threads: int | None = None,
+    ) -> None:
+        if not isinstance(program, _program.Program):
+            program = Program.load(program)
+        super().__init__(program, backend, seed, threads=threads)
 
 
 def compile(  # noqa: A001 - the public name mirrors the command

@@ -140,20 +140,19 @@ def compile_cmd(
         model, chip=chip, profile=profile, calib=calib, options=opts, max_params=max_params
     )
     from anacc.compiler.frontend import external_data_files
+    from anacc.compiler.program_io import save_program
 
     protect = (model, *([calib] if calib else []), *external_data_files(model))
-    program.save(output, protect=protect)
+    save_program(program, output, protect=protect)
     if explain:
         click.echo(program.explain)
     _echo_warnings(program.warnings)
     n_tiles = sum(len(layer.analog.tiles) for layer in program.layers.values())
-    loads = 1 + max(
-        (t.load for lay in program.layers.values() for t in lay.analog.tiles), default=-1
-    )
+    n_digital = len(program.digital_nodes)
     click.echo(
         f"compiled {model.name} for {program.chip.name}/{profile}: "
-        f"{len(program.layers)} analog layers, {n_tiles} tiles on {loads} chip load(s), "
-        f"{len(program.steps) - len(program.layers)} digital steps -> {output}"
+        f"{len(program.layers)} analog layers, {n_tiles} tiles on {program.loads} chip load(s), "
+        f"{n_digital} digital op{'s' if n_digital != 1 else ''} -> {output}"
     )
 
 
@@ -185,14 +184,15 @@ def compile_cmd(
 def run_cmd(program, data, backend, seed, batch_size, output, as_json):
     """Run PROGRAM on DATA with a backend; prints top-1 accuracy when DATA has labels."""
     from anacc.compiler.datafile import load_dataset
-    from anacc.compiler.program import Program, atomic_write
-    from anacc.runtime.executor import run_program
+    from anacc.compiler.files import atomic_write
+    from anacc.compiler.program_io import load_program
+    from anacc.runtime.session import run_program
 
     if output is not None:
         for p in (program, data):
             if output.resolve() == p.resolve():
                 raise OptionError(f"{output}: refusing to overwrite an input file")
-    prog = Program.load(program)
+    prog = load_program(program)
     ds = load_dataset(data, prog.inputs)
     result = run_program(
         prog,
@@ -275,7 +275,7 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
 def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scale_update, output):
     """Fine-tune PROGRAM with the (emulated) chip in the loop; writes a new program."""
     from anacc.compiler.datafile import load_dataset
-    from anacc.compiler.program import Program
+    from anacc.compiler.program_io import load_program, save_program
     from anacc.passes.finetune import FinetuneOptions, finetune
 
     protect = tuple(p for p in (program, data, val) if p is not None)
@@ -290,13 +290,13 @@ def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scal
         backend=backend,
         scale_update=scale_update,
     )
-    prog = Program.load(program)
+    prog = load_program(program)
     train = load_dataset(data, prog.inputs)
     val_ds = load_dataset(val, prog.inputs) if val is not None else None
     result = finetune(
         prog, train, val_ds, opts, progress=sys.stderr.isatty(), log=lambda line: click.echo(line)
     )
-    result.program.save(output, protect=protect)
+    save_program(result.program, output, protect=protect)
     if result.initial_val_accuracy is not None:
         best = next((r for r in result.history if r.epoch == result.best_epoch), None)
         after = result.initial_val_accuracy if best is None else best.val_accuracy
@@ -320,11 +320,11 @@ def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scal
 def export_cmd(program, output):
     """Write PROGRAM's float weights (e.g. after fine-tuning) back into an ONNX model."""
     from anacc.compiler.export import export_onnx
-    from anacc.compiler.program import Program
+    from anacc.compiler.program_io import load_program
 
     if output.resolve() == program.resolve():
         raise OptionError(f"{output}: refusing to overwrite the program; choose another -o")
-    export_onnx(Program.load(program), output, protect=(program,))
+    export_onnx(load_program(program), output, protect=(program,))
     click.echo(f"wrote {output}")
 
 

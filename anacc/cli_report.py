@@ -59,7 +59,8 @@ def report_cmd(
     """Report how PROGRAM maps onto the chip: tiles, utilization, runs, time and energy per
     sample; with --data also ADC use, saturation, SNR, the error budget and accuracy."""
     from anacc.compiler.datafile import load_dataset
-    from anacc.compiler.program import Program, atomic_write
+    from anacc.compiler.files import atomic_write
+    from anacc.compiler.program_io import load_program
     from anacc.errors import OptionError
     from anacc.runtime.report import build_report, render_text
     from anacc.runtime.report_html import render_html
@@ -67,7 +68,7 @@ def report_cmd(
     inputs = tuple(p for p in (program, data) if p is not None)
     if html is not None and any(html.resolve() == p.resolve() for p in inputs):
         raise OptionError(f"{html}: refusing to overwrite an input file; choose another --html")
-    prog = Program.load(program)
+    prog = load_program(program)
     dataset = load_dataset(data, prog.inputs) if data is not None else None
     report = build_report(prog, dataset, seed=seed, batch_size=batch_size, max_samples=max_samples)
     if html is not None:

@@ -162,12 +162,11 @@ def layer_cost(
     columns_used = sum(t.n_cols for t in a.tiles)
     capacity = n_tiles * chip.signed_inputs_per_run * chip.outputs_per_run
     conv = layer.conv
-    conv_groups = int(conv.get("group", 1)) if conv is not None else 1
-    weights = a.in_features * a.out_features // conv_groups
+    weights = conv.weights if conv is not None else a.in_features * a.out_features
     return LayerCost(
         name=layer.name,
         op="conv" if conv is not None else "dense",
-        kernel=tuple(int(k) for k in conv["kernel_shape"]) if conv is not None else None,
+        kernel=conv.kernel_shape if conv is not None else None,
         in_features=a.in_features,
         out_features=a.out_features,
         row_chunks=len(chunks),

@@ -14,11 +14,13 @@ from __future__ import annotations
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+from anacc.compiler.ir import BATCH
 
 from anacc.errors import AnaccError, DataError
 
@@ -41,22 +43,88 @@ _NPY_HEADER_READERS = {
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input as data must supply it: name, per-sample shape (without batch), dtype."""
+    """A graph input: name, declared shape (``"N"`` first for a batch axis) and dtype."""
 
     name: str
-    sample_shape: tuple[int, ...]
+    shape: tuple[int | str, ...]
     dtype: str = "float32"
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.shape) and self.shape[0] == BATCH
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape: without the batch axis, or the whole declared shape."""
+        return tuple(self.shape[1:] if self.batched else self.shape)  # type: ignore[arg-type]
 
 
 @dataclass
 class Dataset:
+    """Input arrays by name and optional labels.
+
+    How the arrays make runs of the model:
+    - a batched input's array leads with the samples; batches of them run together;
+    - a ``fixed`` input (declared without a batch axis) was given with one more leading axis
+      of samples: each sample is one run as declared, and the outputs are stacked;
+    - a ``shared`` input was given once, exactly as declared, for every run; when every input
+      is shared (``single``) the data is one run and the outputs are the model's own;
+    - ``max_batch`` caps the samples per run (1 where a declared leading axis of 1 holds the
+      samples, as a batch of one).
+    """
+
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     path: str = "<memory>"
+    shared: frozenset[str] = frozenset()
+    fixed: frozenset[str] = frozenset()
+    max_batch: int | None = None
+    count: int | None = None
+
+    @property
+    def single(self) -> bool:
+        return all(k in self.shared for k in self.inputs)
 
     @property
     def samples(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        if self.count is not None:
+            return self.count
+        varying = [v for k, v in self.inputs.items() if k not in self.shared]
+        return int(varying[0].shape[0]) if varying else 1
+
+    @property
+    def per_sample(self) -> bool:
+        """True when each sample is one run whose outputs are stacked."""
+        return bool(self.fixed)
+
+    def subset(self, index: np.ndarray | slice) -> Dataset:
+        """The samples at ``index`` (shared inputs stay whole)."""
+        if self.single:
+            return self
+        inputs = {k: (v if k in self.shared else v[index]) for k, v in self.inputs.items()}
+        labels = None if self.labels is None else self.labels[index]
+        count = len(range(self.samples)[index]) if isinstance(index, slice) else len(index)
+        return Dataset(inputs, labels, self.path, self.shared, self.fixed, self.max_batch, count)
+
+    def runs(self, batch_size: int) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+        """The feeds of each run and the samples it covers: batches of up to ``batch_size``
+        samples, or one sample per run (see the class docstring)."""
+        step = max(1, batch_size)
+        if self.per_sample:
+            step = 1
+        elif self.max_batch is not None:
+            step = min(step, self.max_batch)
+        for b0 in range(0, self.samples, step):
+            sl = slice(b0, min(self.samples, b0 + step))
+            feeds = {}
+            for k, v in self.inputs.items():
+                if k in self.shared:
+                    feeds[k] = v
+                elif k in self.fixed:
+                    feeds[k] = v[b0]
+                else:
+                    feeds[k] = v[sl]
+            yield sl, feeds
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -157,7 +225,13 @@ def _read_npy(
 def match_inputs(
     arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str = "data"
 ) -> Dataset:
-    """Check names, shapes, dtypes and finiteness; return arrays as float32 in input order."""
+    """Check names, shapes, dtypes and finiteness against the model's inputs.
+
+    A batched input takes ``(samples, *sample_shape)``. A fixed-shape input takes its declared
+    shape (given once: one sample, or shared by all samples of the batched inputs), or one more
+    leading axis of samples (each sample one run as declared); a declared leading axis of 1
+    may also be left out, the data's first axis then counting the samples.
+    """
     labels = None if arrays.get(LABELS) is None else np.asarray(arrays[LABELS])
     rest = {k: v for k, v in arrays.items() if k != LABELS}
     names = [s.name for s in specs]
@@ -176,34 +250,83 @@ def match_inputs(
             f"{', '.join(names)} (plus optional '{LABELS}')"
         )
     out: dict[str, np.ndarray] = {}
-    n = None
+    shared: set[str] = set()
+    fixed: set[str] = set()
+    counts: dict[str, int] = {}
+    max_batch = None
     for spec in specs:
-        a = np.asarray(rest[spec.name])
-        if a.dtype.kind not in NUMERIC_KINDS:
-            raise DataError(f"{source}: array '{spec.name}' has dtype {a.dtype}; expected numbers")
-        if a.ndim == 0 or tuple(a.shape[1:]) != tuple(spec.sample_shape):
-            want = " x ".join(["N", *map(str, spec.sample_shape)])
-            got = " x ".join(map(str, a.shape)) or "scalar"
-            raise DataError(f"{source}: array '{spec.name}' has shape {got}; expected {want}")
-        # Values beyond the float32 range become Inf, which the next check reports.
+        a = _typed(np.asarray(rest[spec.name]), spec, source)
+        declared = tuple(spec.sample_shape)
+        if spec.batched:
+            if a.ndim == 0 or tuple(a.shape[1:]) != declared:
+                raise _shape_error(source, spec, a)
+            counts[spec.name] = a.shape[0]
+        elif tuple(a.shape) == declared:
+            shared.add(spec.name)
+        elif a.ndim == len(declared) + 1 and tuple(a.shape[1:]) == declared:
+            fixed.add(spec.name)
+            counts[spec.name] = a.shape[0]
+        elif (
+            declared
+            and declared[0] == 1
+            and a.ndim == len(declared)
+            and (tuple(a.shape[1:]) == declared[1:])
+        ):
+            max_batch = 1  # the declared axis of 1 is a batch of one
+            counts[spec.name] = a.shape[0]
+        else:
+            raise _shape_error(source, spec, a)
+        out[spec.name] = a
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise DataError(f"{source}: inputs have different sample counts ({found})")
+    n = next(iter(counts.values())) if counts else None
+    if n == 0:
+        raise DataError(f"{source}: no samples")
+    if labels is not None:
+        # one run as declared: the labels belong to the rows of its first output
+        labels = _check_labels(labels, n if n is not None else len(labels), source)
+    return Dataset(out, labels, source, frozenset(shared), frozenset(fixed), max_batch)
+
+
+def _shape_error(source: str, spec: InputSpec, a: np.ndarray) -> DataError:
+    got = " x ".join(map(str, a.shape)) or "scalar"
+    want = " x ".join(map(str, spec.shape)) or "scalar"
+    if not spec.batched:
+        want += f" (or with a leading axis of samples: K x {want})"
+    return DataError(f"{source}: array '{spec.name}' has shape {got}; expected {want}")
+
+
+def _typed(a: np.ndarray, spec: InputSpec, source: str) -> np.ndarray:
+    """``a`` as the input's dtype; float inputs must be finite numbers."""
+    if a.dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{source}: array '{spec.name}' has dtype {a.dtype}; expected numbers")
+    want = np.dtype(spec.dtype) if spec.dtype != "unknown" else a.dtype
+    if want.kind == "f":
+        # Values beyond the float range become Inf, which the next check reports.
         with np.errstate(over="ignore"):
-            a = a.astype(np.float32, copy=False)
+            a = a.astype(want, copy=False)
         if not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
             raise DataError(
                 f"{source}: array '{spec.name}' has {bad} NaN/Inf values (or values beyond "
-                "the float32 range); clean the data"
+                f"the {want} range); clean the data"
             )
-        if n is None:
-            n = a.shape[0]
-        elif a.shape[0] != n:
-            raise DataError(f"{source}: inputs have different sample counts ({n} vs {a.shape[0]})")
-        out[spec.name] = a
-    if n == 0:
-        raise DataError(f"{source}: no samples")
-    if labels is not None:
-        labels = _check_labels(labels, n, source)
-    return Dataset(out, labels, source)
+        return a
+    integral = a.dtype.kind != "f" or (np.isfinite(a).all() and (a == np.round(a)).all())
+    if want.kind in "iub" and not integral:
+        raise DataError(
+            f"{source}: array '{spec.name}' holds non-integer values but the input is "
+            f"{want}; give integers"
+        )
+    if want.kind in "iu":
+        info = np.iinfo(want)
+        lo, hi = (a.min(), a.max()) if a.size else (0, 0)
+        if lo < info.min or hi > info.max:
+            raise DataError(
+                f"{source}: array '{spec.name}' has values {lo}..{hi} outside the range of {want}"
+            )
+    return a.astype(want, copy=False)
 
 
 def _check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:

@@ -1,10 +1,10 @@
 """A per-node summary of a graph before compilation: shapes, parameters, MACs, placement.
 
 :func:`inspect_graph` builds an :class:`InspectReport` (one row per node in topological order,
-plus totals); :func:`render_text` prints it as an aligned table and :func:`to_json` as plain
-JSON-ready data. MACs are per sample and only Conv, Gemm and MatMul have any; a row's
-placement is ``"analog"`` when the op runs on the analog array (see
-:func:`anacc.compiler.opset.is_analog`), else ``"digital"``.
+the nodes computed at compile time listed as ``folded``, plus totals); :func:`render_text`
+prints it as an aligned table and :func:`to_json` as plain JSON-ready data. MACs are per
+sample (Conv, Gemm, MatMul and the recurrent ops have any); a row's placement and its reason
+come from :func:`anacc.compiler.partition.placement`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from anacc.compiler.ir import Graph, Shape, TensorInfo
-from anacc.compiler.opset import is_analog, macs_per_sample, param_count
-from anacc.compiler.shapes import format_shape
+from anacc.compiler.ir import Graph, Shape, TensorInfo, format_shape
+from anacc.compiler.partition import FOLDED, macs_per_sample, param_count, placement
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ class InspectRow:
     params: int
     macs: int
     placement: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class InspectTotals:
     params: int
     macs: int
     analog_macs: int
+    nodes: dict[str, int]
 
     @property
     def analog_share(self) -> float:
@@ -53,26 +54,36 @@ class InspectReport:
 
 
 def inspect_graph(graph: Graph) -> InspectReport:
-    """The per-node rows and totals of ``graph``."""
+    """The per-node rows and totals of ``graph`` (as the frontend built it)."""
     rows = []
     for node in graph.nodes():
+        where = placement(graph, node)
         rows.append(
             InspectRow(
                 node=node.name,
-                op=node.op,
+                op=node.op if not node.domain else f"{node.domain}.{node.op}",
                 input_shapes=tuple(
-                    graph.shape(t) for t in node.inputs if t and not graph.is_constant(t)
+                    graph.shape(t)
+                    for t in node.inputs
+                    if t and not graph.is_constant(t) and t in graph.tensors
                 ),
-                output_shapes=tuple(graph.shape(t) for t in node.outputs),
+                output_shapes=tuple(graph.shape(t) for t in node.outputs if t in graph.tensors),
                 params=param_count(graph, node),
                 macs=macs_per_sample(graph, node),
-                placement="analog" if is_analog(graph, node) else "digital",
+                placement=where.where,
+                reason=where.reason,
             )
         )
+    for name, op in graph.folded.items():
+        rows.append(InspectRow(name, op, (), (), 0, 0, FOLDED, "computed at compile time"))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.placement] = counts.get(r.placement, 0) + 1
     totals = InspectTotals(
         params=sum(int(v.size) for v in graph.initializers.values()),
         macs=sum(r.macs for r in rows),
         analog_macs=sum(r.macs for r in rows if r.placement == "analog"),
+        nodes=counts,
     )
     return InspectReport(
         graph.name, graph.opset, tuple(graph.inputs), tuple(graph.outputs), tuple(rows), totals
@@ -89,7 +100,7 @@ def _tensors(infos: tuple[TensorInfo, ...]) -> str:
 
 def render_text(report: InspectReport) -> str:
     """An aligned table with a header, one line per node and the totals below."""
-    header = ("node", "op", "inputs", "outputs", "params", "MACs", "placement")
+    header = ("node", "op", "inputs", "outputs", "params", "MACs", "placement", "why")
     cells = [
         (
             r.node,
@@ -99,6 +110,7 @@ def render_text(report: InspectReport) -> str:
             f"{r.params:,}",
             f"{r.macs:,}",
             r.placement,
+            r.reason,
         )
         for r in report.rows
     ]
@@ -123,6 +135,7 @@ def render_text(report: InspectReport) -> str:
         f"parameters       {t.params:,}",
         f"MACs per sample  {t.macs:,}",
         f"analog MACs      {t.analog_macs:,} ({100 * t.analog_share:.1f} % of MACs)",
+        "nodes            " + ", ".join(f"{n} {k}" for k, n in sorted(t.nodes.items())),
     ]
     return "\n".join(lines) + "\n"
 
@@ -148,6 +161,7 @@ def to_json(report: InspectReport) -> dict[str, Any]:
                 "params": r.params,
                 "macs_per_sample": r.macs,
                 "placement": r.placement,
+                "reason": r.reason,
             }
             for r in report.rows
         ],
@@ -156,5 +170,6 @@ def to_json(report: InspectReport) -> dict[str, Any]:
             "macs_per_sample": t.macs,
             "analog_macs_per_sample": t.analog_macs,
             "analog_share": t.analog_share,
+            "nodes": dict(sorted(t.nodes.items())),
         },
     }

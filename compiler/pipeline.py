@@ -4,67 +4,51 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from anacc.compiler.calibration import LayerProbe, collect_stats
+import onnx
 from anacc.compiler.chip import ChipSpec, load_chip
 from anacc.compiler.datafile import Dataset, InputSpec, load_dataset, match_inputs
+from anacc.compiler.export import to_onnx
 from anacc.compiler.frontend import graph_from_onnx, load_onnx, model_sha256
-from anacc.compiler.ir import Graph
+from anacc.compiler.ir import BATCH, Graph
 from anacc.compiler.mapping import AnalogLayer
+from anacc.compiler.onnx_file import one_line
 from anacc.compiler.options import CompileOptions
-from anacc.compiler.program import OutputSpec, Program, ProgramLayer, Step
-from anacc.passes.base import CompileContext, PassManager, PassRecord
+from anacc.compiler.program import OutputSpec, Program, ProgramLayer
+from anacc.compiler.steps import schedule
+from anacc.passes.base import CompileContext, LayerPlan, PassManager, PassRecord
 from anacc.passes.calibrate_scales import CalibrateScales
 from anacc.passes.canonicalize import Canonicalize
 from anacc.passes.choose_gain import ChooseGain
+from anacc.passes.collect_stats import CollectStats
 from anacc.passes.fold_batchnorm import FoldBatchNorm
 from anacc.passes.lower_conv import LowerConv
+from anacc.passes.lower_recurrent import LowerRecurrent
 from anacc.passes.map_rows import MapRows
+from anacc.passes.plan_layers import PlanLayers
 from anacc.passes.signed_inputs import SignedInputs
 from anacc.passes.tile import TileLayers
 
 from anacc.errors import ModelError
 
-GRAPH_PASSES = (Canonicalize, FoldBatchNorm, LowerConv)
-MAPPING_PASSES = (SignedInputs, CalibrateScales, TileLayers, ChooseGain, MapRows)
+PASSES = (
+    Canonicalize,
+    FoldBatchNorm,
+    LowerConv,
+    LowerRecurrent,
+    PlanLayers,
+    CollectStats,
+    SignedInputs,
+    CalibrateScales,
+    TileLayers,
+    ChooseGain,
+    MapRows,
+)
 
 
 def input_specs(graph: Graph) -> list[InputSpec]:
-    specs = []
-    for t in graph.inputs:
-        rest = t.shape[1:]
-        if not all(isinstance(d, int) for d in rest):
-            raise ModelError(
-                f"input '{t.name}' has symbolic dimensions beyond the batch ({t.shape}); "
-                "export the model with fixed per-sample shapes"
-            )
-        specs.append(InputSpec(t.name, tuple(int(d) for d in rest), "float32"))
-    return specs
-
-
-def check_outputs_batched(graph: Graph) -> None:
-    """Programs run in batches of samples, so every output must lead with the batch."""
-    for o in graph.outputs:
-        lead = o.shape[0] if o.shape else None
-        if not (isinstance(lead, str) and "N" in lead):
-            raise ModelError(
-                f"output '{o.name}' (shape {o.shape}) does not keep the batch dimension first; "
-                "anacc runs models sample by sample and cannot mix samples in an output"
-            )
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
+    return [InputSpec(t.name, tuple(t.shape), t.dtype) for t in graph.inputs]
 
 
 def compile_model(
@@ -84,7 +68,6 @@ def compile_model(
     proto = load_onnx(model, max_params=max_params)
     graph = graph_from_onnx(proto, source=str(model))
     specs = input_specs(graph)
-    check_outputs_batched(graph)
     data: Dataset | None
     if calib is None or isinstance(calib, Dataset):
         data = calib
@@ -92,85 +75,97 @@ def compile_model(
         data = match_inputs(calib, specs, "calibration data")
     else:
         data = load_dataset(calib, specs)
-
-    ctx = CompileContext(chip=spec, profile=prof, options=options)
-    manager = PassManager([p() for p in GRAPH_PASSES])
+    ctx = CompileContext(chip=spec, profile=prof, options=options, calib_data=data)
+    manager = PassManager([p() for p in PASSES])
     graph = manager.run(graph, ctx, on_pass)
-    if data is not None:
-        probes = {
-            n.name: LayerProbe(n.inputs[0], n.attr("conv"))
-            for n in graph.nodes()
-            if n.op == "Linear"
-        }
-        ctx.calib = collect_stats(
-            proto,
-            data.inputs,
-            probes,
-            rng=np.random.default_rng(options.seed),
-            batch_size=options.calib_batch,
-        )
-    mapping = PassManager([p() for p in MAPPING_PASSES])
-    graph = mapping.run(graph, ctx, on_pass)
-    manager.records.extend(mapping.records)
-    return _build_program(graph, ctx, specs, spec, profile, options, model, manager)
+    program = build_program(graph, ctx, specs, profile, model_source(model), manager.explain())
+    check_runs(program, str(model))
+    return program
 
 
-def _build_program(
+def model_source(model: str | Path) -> dict[str, str]:
+    return {"file": Path(model).name, "sha256": model_sha256(model)}
+
+
+def _program_layer(plan: LayerPlan) -> ProgramLayer:
+    assert plan.weight_q is not None and plan.weight_scale is not None
+    assert plan.row_slot is not None
+    return ProgramLayer(
+        analog=AnalogLayer(
+            name=plan.name,
+            weight=np.array(plan.weight, dtype=np.float32),
+            weight_q=plan.weight_q,
+            num_sends=plan.num_sends,
+            tiles=plan.tiles,
+            row_slot=plan.row_slot,
+        ),
+        signed=plan.signed,
+        signed_reason=plan.signed_reason,
+        input_scale=plan.input_scale,
+        input_offset=plan.input_offset,
+        weight_scale=plan.weight_scale,
+        bias=None if plan.bias is None else np.array(plan.bias, dtype=np.float32),
+        row_order=plan.row_order,
+        gain_reason=plan.gain_reason,
+        conv=plan.conv,
+        source_op=plan.source_op,
+    )
+
+
+def build_program(
     graph: Graph,
     ctx: CompileContext,
     specs: list[InputSpec],
-    chip: ChipSpec,
     profile: str,
-    options: CompileOptions,
-    model: str | Path,
-    manager: PassManager,
+    source: dict[str, str],
+    explain: str = "",
 ) -> Program:
-    steps: list[Step] = []
-    layers: dict[str, ProgramLayer] = {}
-    constants: dict[str, np.ndarray] = {}
-    for node in graph.nodes():
-        if node.op == "Linear":
-            plan = ctx.layers[node.name]
-            w = graph.initializers[node.inputs[1]]
-            bias = graph.initializers[node.inputs[2]] if len(node.inputs) > 2 else None
-            layers[node.name] = ProgramLayer(
-                analog=AnalogLayer(
-                    name=node.name,
-                    weight=np.asarray(w, dtype=np.float32),
-                    weight_q=plan.weight_q,
-                    num_sends=plan.num_sends,
-                    tiles=plan.tiles,
-                    row_slot=plan.row_slot,
-                ),
-                signed=plan.signed,
-                signed_reason=plan.signed_reason,
-                input_scale=plan.input_scale,
-                input_offset=plan.input_offset,
-                weight_scale=plan.weight_scale,
-                bias=None if bias is None else np.asarray(bias, dtype=np.float32),
-                row_order=plan.row_order,
-                gain_reason=plan.gain_reason,
-                conv=node.attr("conv"),
-            )
-            steps.append(Step("Linear", node.name, (node.inputs[0],), tuple(node.outputs)))
-            continue
-        for t in node.inputs:
-            if t and t in graph.initializers:
-                constants[t] = np.asarray(graph.initializers[t])
-        steps.append(
-            Step(node.op, node.name, tuple(node.inputs), tuple(node.outputs), _jsonable(node.attrs))
+    """The program of a graph the passes mapped."""
+    steps = schedule(graph)
+    read = {t for n in graph.nodes() if n.op != "Linear" for t in n.reads}
+    read |= {o.name for o in graph.outputs}
+    constants = {t: np.array(v) for t, v in graph.initializers.items() if t in read}
+    crossing = {t for s in steps for t in (*s.inputs, *s.outputs)}
+    types = {t: graph.tensors[t].dtype for t in sorted(crossing) if t in graph.tensors}
+    outputs = [
+        OutputSpec(
+            o.name,
+            tuple(o.shape),
+            o.dtype,
+            o.shape.index(BATCH) if BATCH in o.shape else None,
         )
-    outputs = [OutputSpec(o.name, tuple(o.shape[1:])) for o in graph.outputs]
+        for o in graph.outputs
+    ]
     return Program(
-        chip=chip,
+        chip=ctx.chip,
         profile=profile,
-        options=options.to_dict(),
-        source={"file": Path(model).name, "sha256": model_sha256(model)},
+        options=ctx.options.to_dict(),
+        source=source,
         inputs=specs,
         outputs=outputs,
         steps=steps,
-        layers=layers,
+        layers={name: _program_layer(plan) for name, plan in ctx.layers.items()},
         constants=constants,
+        opsets=dict(graph.opsets),
+        tensor_types=types,
         warnings=list(ctx.warnings),
-        explain=manager.explain(),
+        explain=explain,
     )
+
+
+def check_runs(program: Program, source: str) -> None:
+    """onnxruntime accepts the program's float form (so its digital regions will run)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(
+            to_onnx(program).SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{source}: onnxruntime cannot run the model ({one_line(exc)})") from None
+
+
+_ = onnx

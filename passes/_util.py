@@ -18,12 +18,21 @@ def constant(graph: Graph, tensor: str) -> np.ndarray | None:
     return graph.initializers.get(tensor) if tensor else None
 
 
-def bypass(graph: Graph, node: Node) -> bool:
-    """Remove a one-in-one-out identity-like node, keeping graph output names stable.
+def used_outputs(graph: Graph, node: Node) -> list[str]:
+    """The node's outputs that something reads (or that are graph outputs)."""
+    return [t for t in node.outputs if t and (graph.consumers(t) or graph.is_graph_output(t))]
 
-    Returns False (and leaves the node) when the node is needed to name a graph output.
+
+def bypass(graph: Graph, node: Node) -> bool:
+    """Remove a node whose first output equals its first input (Identity, inference
+    Dropout), keeping graph output names stable.
+
+    Returns False (and leaves the node) when its other outputs are used or the node is
+    needed to name a graph output.
     """
     src, out = node.inputs[0], node.outputs[0]
+    if used_outputs(graph, node) != [out] or not src:
+        return False
     if not graph.is_graph_output(out):
         graph.remove_node(node.name)
         graph.replace_uses(out, src)
@@ -32,17 +41,17 @@ def bypass(graph: Graph, node: Node) -> bool:
     if producer is None or graph.is_graph_output(src) or len(graph.consumers(src)) != 1:
         return False
     graph.remove_node(node.name)
-    producer.outputs = [out if t == src else t for t in producer.outputs]
-    graph.rebuild_edges()
+    graph.set_outputs(producer, [out if t == src else t for t in producer.outputs])
     return True
 
 
-def take_output(graph: Graph, victim: Node, keeper: Node) -> None:
+def take_output(graph: Graph, victim: Node, keeper: Node) -> Node:
     """Remove ``victim`` (which reads ``keeper``'s only output) and let ``keeper`` produce
-    ``victim``'s output tensor instead, so downstream names stay as they were."""
+    ``victim``'s output tensor instead, so downstream names stay as they were; returns the
+    updated keeper."""
     old = keeper.outputs[0]
     new = victim.outputs[0]
     graph.remove_node(victim.name)
-    keeper.outputs = [new]
+    keeper = graph.set_outputs(graph.node(keeper.name), [new])
     graph.tensors.pop(old, None)
-    graph.rebuild_edges()
+    return keeper

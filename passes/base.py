@@ -1,9 +1,15 @@
 """Pass infrastructure: a pass maps a graph to a :class:`PassResult`; a manager runs a sequence.
 
 Each pass is a small class with one ``call(graph, ctx)`` method and a docstring that states its
-contract. Passes may edit the graph in place; the manager hands each pass a copy only when asked
-to keep the input intact. What a pass did is written to ``PassResult.notes`` (one line each),
-which ``anacc compile --explain`` prints.
+contract. It declares what it ``requires`` (facts earlier passes established, such as
+``"conv-lowered"``) and what it ``provides``; the :class:`PassManager` refuses a sequence in
+which a pass runs before what it requires, and after every pass runs its ``verify`` check of
+what it promised. Passes may edit the graph in place. What a pass did is written to
+``PassResult.notes`` (one line each), which ``anacc compile --explain`` prints.
+
+Besides the graph, passes share a :class:`CompileContext`: the chip, the options, the
+calibration data and statistics, and per analog layer the :class:`LayerPlan` the mapping
+passes fill in.
 """
 
 from __future__ import annotations
@@ -11,9 +17,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
-from anacc.compiler.ir import Graph
+import numpy as np
+from anacc.compiler.calibration import LayerStats
+from anacc.compiler.chip import ChipSpec, Profile
+from anacc.compiler.conv import ConvGeometry
+from anacc.compiler.datafile import Dataset
+from anacc.compiler.ir import Graph, Node
+from anacc.compiler.mapping import Tile
+from anacc.compiler.options import CompileOptions
+
+SIGNED_MODES = ("none", "shift", "split")
 
 
 @dataclass
@@ -24,33 +39,74 @@ class PassResult:
 
 
 @dataclass
-class CompileContext:
-    """What passes share besides the graph: the chip, the options, calibration statistics.
+class LayerPlan:
+    """What the passes decided for one analog layer (one or more ``Linear`` nodes).
 
-    ``layers`` collects per analog layer the :class:`LayerPlan` the passes fill in (keyed by
-    node name), so that later passes and the program writer read them from one place.
+    Filled in by the mapping passes, each field by the pass that provides it:
+    ``signed*`` (signed-inputs), scales and ``weight_q`` (calibrate-scales), ``tiles``
+    (tile), ``num_sends`` (choose-gain), ``row_slot`` (map-rows).
     """
 
-    chip: Any
-    profile: Any
-    options: Any
-    calib: Any = None  # dict[layer name, LayerStats] or None without calibration data
+    name: str
+    weight: np.ndarray  # float32 (in_features, out_features)
+    bias: np.ndarray | None  # float32 (out_features,)
+    conv: ConvGeometry | None
+    source_op: str
+    signed: str = "none"  # one of SIGNED_MODES
+    signed_reason: str = ""
+    input_offset: float = 0.0  # subtracted before quantization ("shift" only)
+    input_scale: float | None = None  # float value of one input LSB; None: per batch
+    weight_scale: np.ndarray | None = None  # float32 (out_features,)
+    weight_q: np.ndarray | None = None  # int16 (in_features, out_features)
+    num_sends: int = 1
+    gain_reason: str = ""
+    tiles: tuple[Tile, ...] = ()
+    row_slot: np.ndarray | None = None  # int32 (in_features,)
+    row_order: str = "natural"
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def row_chunks(self) -> list[tuple[int, int]]:
+        return sorted({t.rows for t in self.tiles})
+
+
+@dataclass
+class CompileContext:
+    """What passes share besides the graph (see the module docstring)."""
+
+    chip: ChipSpec
+    profile: Profile
+    options: CompileOptions
+    calib_data: Dataset | None = None
+    calib: dict[str, LayerStats] | None = None  # by layer; None without calibration data
     layers: dict[str, LayerPlan] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def layer(self, name: str) -> LayerPlan:
-        if name not in self.layers:
-            self.layers[name] = LayerPlan(name)
+    def plan(self, name: str) -> LayerPlan:
+        """The plan of layer ``name`` (the layer-plan pass created it)."""
         return self.layers[name]
 
 
 class Pass:
-    """Base class; subclasses set ``name`` and implement :meth:`call`."""
+    """Base class; subclasses set ``name``, ``requires``, ``provides`` and implement
+    :meth:`call` (and :meth:`verify` where the promise can be checked)."""
 
-    name: str = "pass"
+    name: ClassVar[str] = "pass"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         raise NotImplementedError
+
+    def verify(self, graph: Graph, ctx: CompileContext) -> None:
+        """Assert what the pass provides (an internal check, not a user error)."""
 
     def __call__(self, graph: Graph, ctx: CompileContext) -> PassResult:
         return self.call(graph, ctx)
@@ -65,11 +121,17 @@ class PassRecord:
 
 
 class PassManager:
-    """Runs passes in order and records what each did."""
+    """Runs passes in order, checks their requirements and records what each did."""
 
-    def __init__(self, passes: Sequence[Pass]) -> None:
+    def __init__(self, passes: Sequence[Pass], given: frozenset[str] = frozenset()) -> None:
         self.passes = list(passes)
         self.records: list[PassRecord] = []
+        provided = set(given)
+        for p in self.passes:
+            missing = p.requires - provided
+            assert not missing, f"pass {p.name} runs before {sorted(missing)} is provided"
+            provided |= p.provides
+        self.provided = frozenset(provided)
 
     def run(
         self,
@@ -82,9 +144,10 @@ class PassManager:
             result = p(graph, ctx)
             rec = PassRecord(p.name, result.changed, time.perf_counter() - t0, result.notes)
             self.records.append(rec)
+            graph = result.graph
+            p.verify(graph, ctx)
             if on_pass is not None:
                 on_pass(rec)
-            graph = result.graph
         return graph
 
     def explain(self) -> str:
@@ -96,19 +159,11 @@ class PassManager:
         return "\n".join(lines)
 
 
-@dataclass
-class LayerPlan:
-    """What the passes decided for one analog layer (a ``Linear`` node)."""
-
-    name: str
-    signed: str = "none"  # "none", "shift" (offset + digital correction) or "split" (+/- runs)
-    signed_reason: str = ""
-    input_offset: float = 0.0  # subtracted before quantization ("shift" only)
-    input_scale: float | None = None  # float value of one input LSB; None: per batch at run time
-    weight_scale: Any = None  # float32 (out_features,): float value of one weight LSB per column
-    weight_q: Any = None  # int16 (in_features, out_features)
-    num_sends: int = 1
-    gain_reason: str = ""
-    tiles: tuple = ()
-    row_slot: Any = None  # int32 (in_features,)
-    row_order: str = "natural"
+def linear_nodes(graph: Graph) -> dict[str, list[Node]]:
+    """The ``Linear`` nodes of ``graph`` by layer (a layer's nodes share its weights), layers
+    in the order of their first use."""
+    layers: dict[str, list[Node]] = {}
+    for node in graph.nodes():
+        if node.op == "Linear":
+            layers.setdefault(node.attr("layer", node.name), []).append(node)
+    return layers

@@ -52,24 +52,22 @@ def quantize_weights(w: np.ndarray, per_column: bool, wmax: int) -> tuple[np.nda
 
 class CalibrateScales(Pass):
     name = "calibrate-scales"
+    requires = frozenset({"signed"})
+    provides = frozenset({"scales"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         opts = ctx.options
         imax = ctx.chip.input_max
         method, pct = opts.scale_method, opts.percentile
-        for node in graph.nodes():
-            if node.op != "Linear":
-                continue
-            plan = ctx.layer(node.name)
-            w = graph.initializers[node.inputs[1]]
+        for name, plan in ctx.layers.items():
             plan.weight_q, plan.weight_scale = quantize_weights(
-                w, opts.weight_scale == "column", ctx.chip.weight_max
+                plan.weight, opts.weight_scale == "column", ctx.chip.weight_max
             )
-            stats = ctx.calib.get(node.name) if ctx.calib else None
+            stats = ctx.calib.get(name) if ctx.calib else None
             if stats is None:
                 plan.input_scale = None
-                notes.append(f"{node.name}: weight scales only; input scale dynamic")
+                notes.append(f"{name}: weight scales only; input scale dynamic")
                 continue
             x = stats.values
             if plan.signed == "none":
@@ -87,7 +85,7 @@ class CalibrateScales(Pass):
                 span = hi - lo
             plan.input_scale = float(span / imax) if span > 0 else 1.0
             notes.append(
-                f"{node.name}: input LSB {plan.input_scale:.4g}"
+                f"{name}: input LSB {plan.input_scale:.4g}"
                 + (f", offset {plan.input_offset:.4g}" if plan.signed == "shift" else "")
                 + f" ({opts.scale}); weight LSB {float(plan.weight_scale.min()):.3g}"
                 f"..{float(plan.weight_scale.max()):.3g} ({opts.weight_scale})"
@@ -98,3 +96,8 @@ class CalibrateScales(Pass):
                 "num_sends from weight statistics; pass --calib DATA.npz for static scales"
             )
         return PassResult(graph, bool(notes), notes)
+
+    def verify(self, graph: Graph, ctx: CompileContext) -> None:
+        for plan in ctx.layers.values():
+            assert plan.weight_q is not None and plan.weight_q.shape == plan.weight.shape
+            assert np.abs(plan.weight_q).max(initial=0) <= ctx.chip.weight_max

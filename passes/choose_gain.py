@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 from anacc.compiler.ir import Graph
-from anacc.compiler.quant import encode_inputs
+from anacc.compiler.quant import Encoding, encode_parts
 from anacc.passes.base import CompileContext, Pass, PassResult
 
 OUTPUT_PERCENTILE = 99.9
@@ -71,29 +71,27 @@ def sends_for(acc_abs_pct: float, gain_per_send: float, linear_max: float, max_s
 
 class ChooseGain(Pass):
     name = "choose-gain"
+    requires = frozenset({"scales", "tiles", "stats"})
+    provides = frozenset({"gain"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         chip, gain = ctx.chip, ctx.profile.gain_per_send
         linear_max = min(abs(chip.linear_min), chip.linear_max)
         rng = np.random.default_rng(ctx.options.seed)
-        for node in graph.nodes():
-            if node.op != "Linear":
-                continue
-            plan = ctx.layer(node.name)
-            stats = ctx.calib.get(node.name) if ctx.calib else None
+        for name, plan in ctx.layers.items():
+            stats = ctx.calib.get(name) if ctx.calib else None
             n_in = plan.weight_q.shape[0]
             if stats is not None and plan.input_scale is not None:
                 rows = torch.from_numpy(stats.rows)
-                parts = encode_inputs(
-                    rows, plan.signed, plan.input_scale, plan.input_offset, chip.input_max
-                )
+                enc = Encoding(plan.input_scale, plan.input_offset)
+                parts = encode_parts(rows, plan.signed, enc, chip.input_max)
                 source = f"{rows.shape[0]} calibration rows"
             else:
                 synth = rng.integers(0, chip.input_max + 1, size=(SYNTHETIC_ROWS, n_in))
                 parts = [torch.from_numpy(synth.astype(np.float32))]
                 source = "synthetic uniform inputs"
-            chunks = sorted({t.rows for t in plan.tiles})
+            chunks = plan.row_chunks
             pct = accumulation_percentile(parts, plan.weight_q, chunks, OUTPUT_PERCENTILE)
             sends = sends_for(pct, gain, linear_max, chip.num_sends_max)
             factor = ctx.options.gain_factor
@@ -103,5 +101,5 @@ class ChooseGain(Pass):
                 f"{plan.num_sends} sends ({gain * plan.num_sends * pct:.1f} LSB of "
                 f"+-{linear_max:g} linear)" + (f", gain factor {factor:g}" if factor != 1.0 else "")
             )
-            notes.append(f"{node.name}: {plan.gain_reason}")
+            notes.append(f"{name}: {plan.gain_reason}")
         return PassResult(graph, bool(notes), notes)

@@ -17,19 +17,24 @@ from anacc.passes.base import CompileContext, Pass, PassResult
 
 class FoldBatchNorm(Pass):
     name = "fold-batchnorm"
+    requires = frozenset({"canonical"})
+    provides = frozenset({"bn-folded"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         kept = 0
         for bn in graph.nodes():
-            if bn.op != "BatchNormalization":
+            if bn.op != "BatchNormalization" or bn.domain:
                 continue
             producer = graph.producer(bn.inputs[0])
             params = [constant(graph, t) for t in bn.inputs[1:5]]
             foldable = (
                 producer is not None
                 and producer.op in ("Linear", "Conv")
-                and single_consumer(graph, bn.inputs[0]) is bn
+                and not bn.attr("training_mode", 0)
+                and not any(bn.outputs[1:])
+                and len(producer.inputs) > 1
+                and getattr(single_consumer(graph, bn.inputs[0]), "name", None) == bn.name
                 and all(p is not None for p in params)
                 and constant(graph, producer.inputs[1]) is not None
                 and (producer.op == "Conv" or len(graph.shape(bn.inputs[0])) == 2)
@@ -54,7 +59,7 @@ class FoldBatchNorm(Pass):
             b_name = graph.unique_name(f"{producer.name}.bias_bn")
             graph.add_initializer(w_name, w.astype(np.float32))
             graph.add_initializer(b_name, new_b.astype(np.float32))
-            producer.inputs = [producer.inputs[0], w_name, b_name]
+            producer = graph.set_inputs(producer, [producer.inputs[0], w_name, b_name])
             take_output(graph, bn, producer)
             notes.append(f"folded {bn.name} into {producer.op} {producer.name}")
         graph.prune_unused()

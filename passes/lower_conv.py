@@ -1,11 +1,11 @@
 """Lower Conv to a Linear over im2col patches.
 
 Contract: every 1-D or 2-D ``Conv`` with a constant weight ``(C_out, C_in/g, *k)`` becomes a
-``Linear`` whose ``conv`` attribute holds the geometry (``kernel_shape``, ``strides``, ``pads``,
-``dilations``, ``group``, ``in_channels``, ``out_channels``) and whose weight is the
-``(C_in * prod(k), C_out)`` matrix over channel-major patches (the layout of
-``torch.nn.functional.unfold``). Grouped convolutions map block-diagonally: the rows of group
-``i`` feed only its output columns, and the zeros cost array area but no accuracy.
+``Linear`` whose ``conv`` attribute is its :class:`~anacc.compiler.conv.ConvGeometry` and whose
+weight is the ``(C_in * prod(k), C_out)`` matrix over channel-major patches. ``auto_pad`` is
+resolved into explicit pads from the input's spatial size. Grouped convolutions map
+block-diagonally: the rows of group ``i`` feed only its output columns, and the zeros cost
+array area but no accuracy.
 
 Depthwise convolutions (one input channel per group) stay digital: they do ``prod(k)`` MACs per
 output, and block-diagonal tiles would use ``1/C`` of the array; the host does them cheaper.
@@ -13,62 +13,83 @@ output, and block-diagonal tiles would use ``1/C`` of the array; the host does t
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.ir import Graph, Node
+from anacc.compiler.partition import placement
 from anacc.passes._util import constant
 from anacc.passes.base import CompileContext, Pass, PassResult
+from anacc.passes.canonicalize import linear_node
 
 
-def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
-    """``(C_out, C_in/g, *k)`` conv weight -> ``(C_in * prod(k), C_out)`` patch matrix."""
-    c_out, cg = w.shape[0], w.shape[1]
-    k = int(np.prod(w.shape[2:]))
-    og = c_out // group
-    mat = np.zeros((cg * group * k, c_out), dtype=w.dtype)
-    for g in range(group):
-        block = w[g * og : (g + 1) * og].reshape(og, cg * k).T
-        mat[g * cg * k : (g + 1) * cg * k, g * og : (g + 1) * og] = block
-    return mat
+def conv_geometry(graph: Graph, node: Node, w: np.ndarray) -> ConvGeometry | None:
+    """The geometry of an ONNX Conv node with weight ``w``; None if its input's spatial size
+    is needed (auto_pad) and not static."""
+    kernel = [int(k) for k in node.attr("kernel_shape", w.shape[2:])]
+    n = len(kernel)
+    strides = [int(s) for s in node.attr("strides", [1] * n)]
+    dilations = [int(d) for d in node.attr("dilations", [1] * n)]
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        pads = [int(p) for p in node.attr("pads", [0] * (2 * n))]
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * n)
+    else:
+        spatial = graph.shape(node.inputs[0])[2:]
+        if not all(isinstance(d, int) for d in spatial):
+            return None
+        begin, end = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
+            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
+            head = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            begin.append(head)
+            end.append(total - head)
+        pads = begin + end
+    group = int(node.attr("group", 1))
+    return ConvGeometry(
+        kernel_shape=tuple(kernel),
+        strides=tuple(strides),
+        pads=tuple(pads),
+        dilations=tuple(dilations),
+        group=group,
+        in_channels=int(w.shape[1] * group),
+        out_channels=int(w.shape[0]),
+    )
 
 
 class LowerConv(Pass):
     name = "lower-conv"
+    requires = frozenset({"bn-folded"})
+    provides = frozenset({"conv-lowered"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         lowered = 0
         for node in graph.nodes():
-            if node.op != "Conv":
+            if node.op != "Conv" or node.domain:
                 continue
-            w = constant(graph, node.inputs[1])
-            if w is None or w.ndim not in (3, 4):
-                notes.append(f"kept {node.name} digital (weight not constant or not 1-D/2-D)")
+            where = placement(graph, node)
+            if not where.analog:
+                notes.append(f"kept {node.name} digital ({where.reason})")
                 continue
-            group = int(node.attr("group", 1))
-            if group > 1 and w.shape[1] == 1:
-                notes.append(f"kept depthwise {node.name} digital ({group} groups)")
-                continue
-            mat = conv_weight_matrix(w, group)
-            conv = {
-                "kernel_shape": [int(k) for k in w.shape[2:]],
-                "strides": [int(s) for s in node.attr("strides")],
-                "pads": [int(p) for p in node.attr("pads")],
-                "dilations": [int(d) for d in node.attr("dilations")],
-                "group": group,
-                "in_channels": int(w.shape[1] * group),
-                "out_channels": int(w.shape[0]),
-            }
-            graph.remove_node(node.name)
-            w_name = graph.unique_name(f"{node.name}.weight_matrix")
-            graph.add_initializer(w_name, mat.astype(np.float32))
-            inputs = [node.inputs[0], w_name]
+            w = graph.initializers[node.inputs[1]]
+            conv = conv_geometry(graph, node, w)
+            assert conv is not None, "placement checked the input size"
+            group = conv.group
+            mat = conv.weight_matrix(w)
+            bias = None
             if len(node.inputs) > 2 and node.inputs[2]:
-                inputs.append(node.inputs[2])
-            graph.add_node(Node(node.name, "Linear", inputs, list(node.outputs), {"conv": conv}))
+                bias = constant(graph, node.inputs[2])
+            graph.remove_node(node.name)
+            linear_node(
+                graph, node.name, node.inputs[0], node.outputs[0], mat, bias, "Conv", conv=conv
+            )
             lowered += 1
-            shape = "x".join(map(str, conv["kernel_shape"]))
+            shape = "x".join(map(str, conv.kernel_shape))
             notes.append(
-                f"{node.name}: Conv {conv['in_channels']}->{conv['out_channels']} k{shape}"
+                f"{node.name}: Conv {conv.in_channels}->{conv.out_channels} k{shape}"
                 f" -> Linear {mat.shape[0]}x{mat.shape[1]}"
                 + (f" (block-diagonal, {group} groups)" if group > 1 else "")
             )

@@ -44,15 +44,14 @@ def row_slots(w_q: np.ndarray, row_chunks: list[tuple[int, int]], order: str) ->
 
 class MapRows(Pass):
     name = "map-rows"
+    requires = frozenset({"scales", "tiles"})
+    provides = frozenset({"rows"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         order = ctx.options.row_order
-        for node in graph.nodes():
-            if node.op != "Linear":
-                continue
-            plan = ctx.layer(node.name)
+        for name, plan in ctx.layers.items():
             plan.row_order = order
-            plan.row_slot = row_slots(plan.weight_q, sorted({t.rows for t in plan.tiles}), order)
-            notes.append(f"{node.name}: {order} row order over {len(plan.row_slot)} row pairs")
+            plan.row_slot = row_slots(plan.weight_q, plan.row_chunks, order)
+            notes.append(f"{name}: {order} row order over {len(plan.row_slot)} row pairs")
         return PassResult(graph, bool(notes), notes)

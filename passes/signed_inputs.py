@@ -17,60 +17,57 @@ With ``signed=auto`` the choice is per layer: ``shift`` when the negative range 
 
 from __future__ import annotations
 
+import numpy as np
 from anacc.compiler.ir import Graph
-from anacc.passes.base import CompileContext, Pass, PassResult
-
-_NONNEG_OPS = {"Relu", "Sigmoid", "Softmax"}
-_SIGN_PRESERVING = {
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "ReduceMean",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Dropout",
-    "LRN",
-}
+from anacc.compiler.ops import lookup
+from anacc.passes.base import CompileContext, Pass, PassResult, linear_nodes
 
 
-def can_be_negative(graph: Graph, tensor: str, _seen: set[str] | None = None) -> bool:
+class SignAnalysis:
+    """Which tensors of a graph are provably >= 0, from the op registry's sign rules, in one
+    pass over the nodes in topological order. Graph inputs may be negative; so may analog
+    outputs (signed weights)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._nonneg: dict[str, bool] = {}
+        for node in graph.nodes():
+            if node.op == "Linear":
+                result = False
+            else:
+                result = bool(lookup(node.op, node.domain).sign(node, self))
+            for out in node.outputs:
+                if out:
+                    self._nonneg[out] = result
+
+    def constant(self, tensor: str) -> np.ndarray | None:
+        return self.graph.initializers.get(tensor)
+
+    def nonneg(self, tensor: str) -> bool:
+        value = self.constant(tensor)
+        if value is not None:
+            return value.dtype.kind in "ub" or bool((value >= 0).all())
+        return self._nonneg.get(tensor, False)
+
+
+def can_be_negative(graph: Graph, tensor: str) -> bool:
     """Structural sign analysis: False only if ``tensor`` is provably >= 0."""
-    if tensor in graph.initializers:
-        return bool((graph.initializers[tensor] < 0).any())
-    node = graph.producer(tensor)
-    if node is None:
-        return True  # a graph input: unknown
-    if node.op in _NONNEG_OPS:
-        return False
-    if node.op == "Clip":
-        lo = node.attr("min")
-        return lo is None or lo < 0
-    if node.op in _SIGN_PRESERVING:
-        return can_be_negative(graph, node.inputs[0])
-    if node.op == "Pad":
-        pad_neg = node.attr("mode", "constant") == "constant" and node.attr("value", 0.0) < 0
-        return pad_neg or can_be_negative(graph, node.inputs[0])
-    if node.op in ("Concat", "Sum", "Add", "Mul"):
-        return any(can_be_negative(graph, t) for t in node.inputs if t)
-    return True
+    return not SignAnalysis(graph).nonneg(tensor)
 
 
 class SignedInputs(Pass):
     name = "signed-inputs"
+    requires = frozenset({"layers", "stats"})
+    provides = frozenset({"signed"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         opts = ctx.options
-        for node in graph.nodes():
-            if node.op != "Linear":
-                continue
-            plan = ctx.layer(node.name)
-            stats = ctx.calib.get(node.name) if ctx.calib else None
-            structural = can_be_negative(graph, node.inputs[0])
+        signs = SignAnalysis(graph)
+        for name, nodes in linear_nodes(graph).items():
+            plan = ctx.plan(name)
+            stats = ctx.calib.get(name) if ctx.calib else None
+            structural = any(not signs.nonneg(n.inputs[0]) for n in nodes)
             if not structural:
                 plan.signed, plan.signed_reason = "none", "input is non-negative by construction"
             elif stats is not None and stats.min >= 0.0:
@@ -95,6 +92,6 @@ class SignedInputs(Pass):
                         f"negative range {ratio:.2f} of positive > {opts.shift_max_ratio}: "
                         "two runs keep full resolution"
                     )
-            notes.append(f"{node.name}: {plan.signed} ({plan.signed_reason})")
+            notes.append(f"{name}: {plan.signed} ({plan.signed_reason})")
         changed = any(p.signed != "none" for p in ctx.layers.values())
         return PassResult(graph, changed, notes)

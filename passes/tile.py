@@ -47,15 +47,15 @@ def tile_layer(
 
 class TileLayers(Pass):
     name = "tile"
+    requires = frozenset({"layers"})
+    provides = frozenset({"tiles"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:
         notes: list[str] = []
         chip = ctx.chip
         placed = 0
-        for node in graph.nodes():
-            if node.op != "Linear":
-                continue
-            w = graph.initializers[node.inputs[1]]
+        for name, plan in ctx.layers.items():
+            w = plan.weight
             tiles = tile_layer(
                 w.shape[0],
                 w.shape[1],
@@ -65,14 +65,13 @@ class TileLayers(Pass):
                 placed,
             )
             placed += len(tiles)
-            plan = ctx.layer(node.name)
             plan.tiles = tiles
             n_r = len({t.rows for t in tiles})
             n_c = len({t.cols for t in tiles})
             used = w.shape[0] * w.shape[1]
             cap = len(tiles) * chip.signed_inputs_per_run * chip.outputs_per_run
             notes.append(
-                f"{node.name}: {w.shape[0]}x{w.shape[1]} -> {n_r}x{n_c} tiles, "
+                f"{name}: {w.shape[0]}x{w.shape[1]} -> {n_r}x{n_c} tiles, "
                 f"utilization {100 * used / cap:.1f} %, loads {tiles[0].load}..{tiles[-1].load}"
             )
         loads = -(-placed // chip.halves) if placed else 0

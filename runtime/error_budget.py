@@ -41,19 +41,20 @@ import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.cost import DEFAULT_BATCH_SIZE
 from anacc.compiler.datafile import Dataset
-from anacc.compiler.program import Program, ProgramLayer
-from anacc.compiler.quant import encode_inputs
-from anacc.runtime.backends import Backend, EmulatorBackend, get_backend
-from anacc.runtime.executor import (
-    Executor,
+from anacc.compiler.program import AnalogStep, DigitalStep, Program, ProgramLayer
+from anacc.compiler.quant import encode
+from anacc.runtime.analog import (
     LayerTrace,
-    analog_linear,
-    analog_rows,
-    batches,
-    fold_rows,
+    analog_forward,
+    extremes,
+    fold,
     input_encoding,
-    run_program,
+    rows_of,
 )
+from anacc.runtime.backends import Backend, EmulatorBackend, get_backend
+from anacc.runtime.digital import OrtRegions
+from anacc.runtime.interpreter import Interpreter
+from anacc.runtime.session import Session
 
 BACKENDS = ("ideal", "quantized", "emulator")
 
@@ -129,20 +130,20 @@ class _LayerAccumulator:
         n_parts = 2 if layer.signed == "split" else 1
         self.active = np.zeros((n_parts, len(layer.analog.row_chunks)), dtype=np.float64)
 
-    def add(self, rows: torch.Tensor, backends: dict[str, Backend]) -> torch.Tensor:
-        """Accumulate one batch of input vectors; returns the ideal output."""
+    def add(self, x: torch.Tensor, backends: dict[str, Backend]) -> torch.Tensor:
+        """Accumulate one batch of the layer's input; returns the ideal output."""
         layer, chip = self.layer, self.chip
         trace_q, trace_f, trace_e = LayerTrace(), LayerTrace(), LayerTrace()
-        ideal = analog_linear(layer, rows, backends["ideal"])
+        ideal = analog_forward(layer, x, backends["ideal"])
         y_i = ideal.double()
-        y_q = analog_linear(layer, rows, backends["quantized"], trace_q).double()
-        y_f = analog_linear(layer, rows, backends["fixed"], trace_f).double()
-        y_e = analog_linear(layer, rows, backends["emulator"], trace_e).double()
+        y_q = analog_forward(layer, x, backends["quantized"], trace=trace_q).double()
+        y_f = analog_forward(layer, x, backends["fixed"], trace=trace_f).double()
+        y_e = analog_forward(layer, x, backends["emulator"], trace=trace_e).double()
         reads_f = torch.stack(trace_f.adc).double()  # (parts, rows, chunks, out)
         reads_e = torch.stack(trace_e.adc).double()
 
         beyond = (reads_e > chip.linear_max) | (reads_e < chip.linear_min)
-        saturated = beyond.any(dim=2).any(dim=0)  # (rows, out)
+        saturated = fold(layer, beyond.any(dim=2).any(dim=0), x.shape)  # like the output
         s = self.sums
         s["ideal"] += float(y_i.square().sum())
         s["quant"] += float((y_q - y_i).square().sum())
@@ -159,12 +160,13 @@ class _LayerAccumulator:
         codes = (reads_e.reshape(-1) - chip.adc_min).long()
         self.histogram += torch.bincount(codes, minlength=self.histogram.size).numpy()
 
-        scale, offset = input_encoding(layer, rows, chip.input_max)
-        parts = encode_inputs(rows, layer.signed, scale, offset, chip.input_max)
+        enc = input_encoding(layer, chip.input_max, extremes(layer, x))
+        stacked = rows_of(layer, encode(x, layer.signed, enc, chip.input_max))
+        parts = stacked.chunk(2) if layer.signed == "split" else [stacked]
         for p, xq in enumerate(parts):
             for c, (start, stop) in enumerate(layer.analog.row_chunks):
                 self.active[p, c] += float((xq[:, start:stop] > 0).sum())
-        self.vectors += rows.shape[0]
+        self.vectors += parts[0].shape[0]
         return ideal
 
     def result(self) -> LayerBudget:
@@ -225,6 +227,23 @@ def _percentile(histogram: np.ndarray, values: np.ndarray, q: float) -> float:
     return float(values[int(np.searchsorted(np.cumsum(histogram), rank))])
 
 
+class BudgetInterpreter(Interpreter):
+    """Runs the data on the ideal activations, measuring every analog layer on the way."""
+
+    def __init__(self, program: Program, backends: dict[str, Backend]) -> None:
+        super().__init__(program)
+        self.backends = backends
+        self.regions = OrtRegions(program)
+        chip = program.chip
+        self.acc = {name: _LayerAccumulator(layer, chip) for name, layer in program.layers.items()}
+
+    def analog(self, step: AnalogStep, layer: ProgramLayer, x: torch.Tensor) -> torch.Tensor:
+        return self.acc[step.layer].add(x, self.backends)
+
+    def digital(self, step: DigitalStep, args) -> list[torch.Tensor]:
+        return self.regions.run(step, args)
+
+
 @torch.no_grad()
 def measure_layers(
     program: Program, data: Dataset, *, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE
@@ -238,17 +257,10 @@ def measure_layers(
         "fixed": noise_free_emulator(chip, profile, seed),
         "emulator": get_backend("emulator", chip, profile, seed=seed),
     }
-    ex = Executor(program, backends["ideal"])
-    acc = {name: _LayerAccumulator(layer, chip) for name, layer in program.layers.items()}
-    for sl in batches(data.samples, batch_size):
-        env = {k: torch.from_numpy(v[sl]) for k, v in data.inputs.items()}
-        for step in program.steps:
-            if not step.analog:
-                ex.step(step, env)
-                continue
-            rows, how = analog_rows(program.layers[step.name], env[step.inputs[0]])
-            env[step.outputs[0]] = fold_rows(acc[step.name].add(rows, backends), how)
-    return tuple(a.result() for a in acc.values())
+    interp = BudgetInterpreter(program, backends)
+    for _, feeds in data.runs(batch_size):
+        interp.run({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+    return tuple(a.result() for a in interp.acc.values())
 
 
 def backend_accuracy(
@@ -259,7 +271,7 @@ def backend_accuracy(
         return None
     out: dict[str, float] = {}
     for name in BACKENDS:
-        result = run_program(program, data, backend=name, seed=seed, batch_size=batch_size)
+        result = Session(program, name, seed).evaluate(data, batch_size=batch_size)
         assert result.accuracy is not None
         out[name] = result.accuracy
     return out

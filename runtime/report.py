@@ -20,10 +20,10 @@ from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.cost import DEFAULT_BATCH_SIZE, ProgramCost, program_cost
 from anacc.compiler.datafile import Dataset, match_inputs
 from anacc.compiler.mapping import Tile
-from anacc.compiler.program import Program
-from anacc.runtime.backends import get_backend
+from anacc.compiler.program import AnalogStep, Program, ProgramLayer
+from anacc.runtime.analog import rows_of
 from anacc.runtime.error_budget import LayerBudget, backend_accuracy, measure_layers
-from anacc.runtime.executor import Executor, analog_rows
+from anacc.runtime.session import InferenceInterpreter, Session
 
 from anacc import __version__
 from anacc.errors import OptionError
@@ -77,23 +77,30 @@ class Report:
         return _to_json(self)
 
 
+class _VectorCounter(InferenceInterpreter):
+    """Counts the input vectors each analog layer receives (all of its uses together)."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session.program, session.backend, session.regions)
+        self.vectors = dict.fromkeys(session.program.layers, 0)
+
+    def analog(self, step: AnalogStep, layer: ProgramLayer, x: torch.Tensor) -> torch.Tensor:
+        self.vectors[step.layer] += int(rows_of(layer, x).shape[0])
+        return super().analog(step, layer, x)
+
+
 def vectors_per_sample(program: Program) -> dict[str, int]:
-    """Input vectors one sample sends to each analog layer, from a dry run on one zero sample
-    (every shape in a program is static per sample)."""
-    chip = program.chip
-    ex = Executor(program, get_backend("ideal", chip, chip.profile(program.profile)))
-    env = {
-        spec.name: torch.zeros((1, *spec.sample_shape), dtype=torch.float32)
-        for spec in program.inputs
-    }
-    out: dict[str, int] = {}
+    """Input vectors one sample sends to each analog layer, from a dry run of the ideal
+    backend on one zero sample (a program's shapes are static per sample)."""
+    session = Session(program, "ideal")
+    counter = _VectorCounter(session)
+    feeds = {}
+    for spec in program.inputs:
+        shape = (1, *spec.sample_shape) if spec.batched else spec.shape
+        feeds[spec.name] = torch.zeros(shape, dtype=getattr(torch, spec.dtype))
     with torch.no_grad():
-        for step in program.steps:
-            if step.analog:
-                rows, _ = analog_rows(program.layers[step.name], env[step.inputs[0]])
-                out[step.name] = int(rows.shape[0])
-            ex.step(step, env)
-    return out
+        counter.run(feeds)
+    return counter.vectors
 
 
 def build_report(
@@ -144,8 +151,7 @@ def _subset(data: Dataset, max_samples: int | None, seed: int) -> tuple[Dataset,
     else:
         keep = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
     if keep is not None:
-        labels = None if data.labels is None else data.labels[keep]
-        data = Dataset({k: v[keep] for k, v in data.inputs.items()}, labels, data.path)
+        data = data.subset(keep)
     return data, DataInfo(data.path, data.samples, n, data.labels is not None)
 
 

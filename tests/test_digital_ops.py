@@ -1,23 +1,24 @@
-"""The digital ops match onnxruntime on one-node ONNX models and backpropagate.
+"""The torch forms of the op registry match onnxruntime on one-node ONNX models and
+backpropagate.
 
 Each case builds a one-node model in its ONNX form (attributes, configuration inputs as
-initializers) and runs :func:`run_op` with the normalized IR attributes written out by hand per
-docs/ir.md on the same random data.
+initializers), runs it in onnxruntime and through :func:`run_torch` (the same node, the
+configuration inputs as tensors) on the same random data. The ONNX node test suite
+(tests/test_onnx_node_suite.py) checks the torch forms more broadly; these cases pin the
+attribute and opset variants fine-tuning meets in exported models.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from anacc.runtime import digital_window_ops as window
-from anacc.runtime.digital_ops import DIGITAL_OPS, run_op
+from anacc.compiler.onnx_nodes import ir_node
+from anacc.compiler.ops import REGISTRY, lookup, run_torch, window
 from onnx import TensorProto, helper, numpy_helper
 
 Shape = tuple[int, ...]
@@ -439,17 +440,32 @@ CASES = (
 )
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_op_matches_onnxruntime(case: Case) -> None:
-    feeds = _random_feeds(case)
+def _torch_run(case: Case, feeds: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    data_names = [f"d{i}" if shape is not None else "" for i, shape in enumerate(case.data)]
+    config_names = [f"c{i}" if arr is not None else "" for i, arr in enumerate(case.config)]
+    node = ir_node(
+        helper.make_node(case.op, data_names + config_names, ["y"], **case.onnx_attrs), "n"
+    )
     inputs = [
         None if shape is None else torch.from_numpy(feeds[f"d{i}"])
         for i, shape in enumerate(case.data)
     ]
-    outputs = run_op(case.op, case.ir_attrs, inputs)
-    assert len(outputs) == 1
+    inputs += [None if arr is None else torch.from_numpy(arr) for arr in case.config]
+    return run_torch(node, case.opset, inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_op_matches_onnxruntime(case: Case) -> None:
+    feeds = _random_feeds(case)
+    outputs = _torch_run(case, feeds)
     assert outputs[0].dtype == torch.float32
     _assert_close(outputs[0].numpy(), _onnx_run(case, feeds))
+
+
+def _run(op: str, attrs: dict, inputs: list, opset: int = 17) -> list[torch.Tensor]:
+    names = [f"i{k}" if t is not None else "" for k, t in enumerate(inputs)]
+    node = ir_node(helper.make_node(op, names, ["y"], **attrs), op)
+    return run_torch(node, opset, inputs)
 
 
 def _lrn_formula(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
@@ -469,30 +485,23 @@ def _lrn_formula(x: np.ndarray, size: int, alpha: float, beta: float, bias: floa
 def test_lrn_matches_onnx_formula(size: int, shape: Shape) -> None:
     x = np.random.default_rng(size).standard_normal(shape).astype(np.float32)
     params = {"size": size, "alpha": 0.5, "beta": 0.75, "bias": 1.5}
-    (got,) = run_op("LRN", params, [torch.from_numpy(x)])
+    (got,) = _run("LRN", params, [torch.from_numpy(x)])
     _assert_close(got.numpy(), _lrn_formula(x, **params))
 
 
-def _ir_md_ops() -> set[str]:
-    text = (Path(__file__).parents[1] / "docs" / "ir.md").read_text()
-    ops: set[str] = set()
-    for cell in re.findall(r"^\| ([A-Za-z, ]+) \|", text, flags=re.MULTILINE):
-        if cell.strip() != "op":
-            ops.update(name.strip() for name in cell.split(","))
-    return ops
+def test_every_op_with_a_torch_form_is_declared_once_with_an_onnx_schema() -> None:
+    import onnx
+
+    for (domain, name), op in REGISTRY.items():
+        assert op.name == name and op.domain == domain
+        if op.torch is not None:
+            assert onnx.defs.has(name, domain), name
 
 
-def test_digital_ops_are_the_ir_op_table() -> None:
-    assert _ir_md_ops() == DIGITAL_OPS
-
-
-def test_every_digital_op_is_checked_against_onnxruntime() -> None:
-    assert {case.op for case in CASES} == DIGITAL_OPS
-
-
-def test_unknown_op_is_not_implemented() -> None:
-    with pytest.raises(NotImplementedError, match="Einsum"):
-        run_op("Einsum", {}, [torch.zeros(2)])
+def test_undeclared_ops_are_digital_without_a_torch_form() -> None:
+    op = lookup("Einsum2", "")
+    assert op.torch is None and op.analog is None
+    assert lookup("Relu", "ai.onnx") is lookup("Relu", "")
 
 
 def test_gradients_flow_through_conv_pool_gemm() -> None:
@@ -500,26 +509,13 @@ def test_gradients_flow_through_conv_pool_gemm() -> None:
     x = torch.randn(3, 2, 9, 8, generator=gen, requires_grad=True)
     w = torch.randn(4, 2, 3, 3, generator=gen, requires_grad=True)
     b = torch.randn(4, generator=gen, requires_grad=True)
-    conv_attrs = {
-        "kernel_shape": [3, 3],
-        "strides": [1, 1],
-        "pads": [1, 0, 0, 1],
-        "dilations": [1, 1],
-        "group": 1,
-    }
-    (h,) = run_op("Conv", conv_attrs, [x, w, b])
-    pool_attrs = {
-        "kernel_shape": [2, 2],
-        "strides": [2, 2],
-        "pads": [0, 1, 1, 0],
-        "dilations": [1, 1],
-        "ceil_mode": 1,
-    }
-    (h,) = run_op("MaxPool", pool_attrs, [h])
-    (h,) = run_op("Flatten", {"axis": 1}, [h])
+    conv_attrs = {"kernel_shape": [3, 3], "pads": [1, 0, 0, 1]}
+    (h,) = _run("Conv", conv_attrs, [x, w, b])
+    pool_attrs = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 1, 1, 0], "ceil_mode": 1}
+    (h,) = _run("MaxPool", pool_attrs, [h])
+    (h,) = _run("Flatten", {"axis": 1}, [h])
     fc = torch.randn(h.shape[1], 5, generator=gen, requires_grad=True)
-    gemm_attrs = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}
-    (y,) = run_op("Gemm", gemm_attrs, [h, fc, None])
+    (y,) = _run("Gemm", {}, [h, fc])
     y.square().sum().backward()
     for grad in (x.grad, w.grad, b.grad, fc.grad):
         assert grad is not None
@@ -544,8 +540,8 @@ def test_window_op_gradients_match_finite_differences(name: str) -> None:
             t, count_include_pad=True, **pool
         ),
         "lrn": lambda t: window.lrn(t, size=4, alpha=0.1, beta=0.75, bias=1.0),
-        "pad_reflect": lambda t: run_op(
-            "Pad", {"pads": [0, 0, 2, 1, 0, 0, 1, 2], "mode": "reflect", "value": 0.0}, [t]
+        "pad_reflect": lambda t: _run(
+            "Pad", {"mode": "reflect"}, [t, torch.tensor([0, 0, 2, 1, 0, 0, 1, 2])]
         )[0],
     }
     assert torch.autograd.gradcheck(fns[name], (x,))

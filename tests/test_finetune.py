@@ -12,10 +12,12 @@ import torch
 from anacc.compiler.datafile import match_inputs
 from anacc.compiler.export import to_onnx
 from anacc.compiler.program import Program
-from anacc.passes.finetune import FinetuneOptions, TrainingGraph, finetune
+from anacc.compiler.program_io import program_to_bytes
+from anacc.passes.finetune import FinetuneOptions, finetune
+from anacc.passes.surrogate import TrainingGraph
 from anacc.runtime.backends import get_backend
 from anacc.runtime.characterize import measure_gain
-from anacc.runtime.executor import run_program
+from anacc.runtime.session import run_program
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
@@ -54,7 +56,7 @@ def test_surrogate_gradient_matches_finite_differences_of_the_ideal_linear_model
     chip = program.chip
     backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
     ratio = measure_gain(backend) / backend.gain_per_send
-    model = TrainingGraph(program, backend, ratio, FinetuneOptions())
+    model = TrainingGraph(program, backend, ratio, per_column=True)
     out = model({"x": torch.from_numpy(x)})
     loss = torch.nn.functional.mse_loss(out, torch.from_numpy(target), reduction="sum")
     loss.backward()
@@ -108,17 +110,17 @@ def grouped_conv_model(path: Path) -> Path:
 def test_conv_surrogate_gradients_equal_the_linear_surrogate_on_im2col_rows(tmp_path):
     """The conv layers' backward (convolutions of the padded input) against autograd through
     ratio * im2col(x) @ W_q + b, the linear surrogate of the dense layers, in float64."""
-    from anacc.compiler.quant import col2im, conv_output_shape, im2col
-
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, (8, 4, 9, 9)).astype(np.float32)
     program = anacc.compile(grouped_conv_model(tmp_path / "g.onnx"), calib={"x": x})
     chip = program.chip
     backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
-    model = TrainingGraph(program, backend, 0.9, FinetuneOptions())
-    first = next(iter(model.layers.values()))
+    model = TrainingGraph(program, backend, 0.9, per_column=True)
+    step = program.analog_steps[0]
+    first = model.layers[step.layer]
     xt = torch.from_numpy(x).requires_grad_(True)
-    h = model._analog(first, xt)
+    model.requantize()
+    h = model.analog(step, first.layer, xt)
     upstream = torch.from_numpy(rng.standard_normal(h.shape))
     (h * upstream.float()).sum().backward()
 
@@ -127,8 +129,8 @@ def test_conv_surrogate_gradients_equal_the_linear_surrogate_on_im2col_rows(tmp_
     x64 = torch.from_numpy(x).double().requires_grad_(True)
     w64 = torch.from_numpy(w_q).double().requires_grad_(True)
     b64 = first.bias.detach().double().requires_grad_(True)
-    rows = 0.9 * im2col(x64, conv) @ w64 + b64
-    y = col2im(rows, 8, conv_output_shape((9, 9), conv))
+    rows = 0.9 * conv.im2col(x64) @ w64 + b64
+    y = conv.col2im(rows, 8, conv.output_shape((9, 9)))
     assert y.shape == h.shape
     (y * upstream).sum().backward()
     # two groups: input rows 0-17 feed output columns 0-2, rows 18-35 columns 3-5; the
@@ -187,7 +189,7 @@ def test_finetuning_is_deterministic_with_a_seed():
     opts = FinetuneOptions(epochs=1, seed=7)
     a = finetune(program, train, None, opts).program
     b = finetune(program, train, None, opts).program
-    assert a.to_bytes() == b.to_bytes()
+    assert program_to_bytes(a) == program_to_bytes(b)
     assert a.layers.keys() == program.layers.keys()
     for name, layer in a.layers.items():  # the mapping is kept, the weights change
         assert layer.analog.tiles == program.layers[name].analog.tiles

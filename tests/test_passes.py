@@ -9,10 +9,11 @@ import onnx
 import pytest
 import torch
 from anacc.compiler.chip import load_chip
+from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.options import CompileOptions
 from anacc.passes.calibrate_scales import clip_value, quantize_weights
-from anacc.runtime.backends import get_backend
-from anacc.runtime.executor import Executor, analog_rows
+from anacc.runtime.analog import rows_of
+from anacc.runtime.session import Session
 from onnx import TensorProto, helper, numpy_helper
 
 import anacc
@@ -102,11 +103,9 @@ def test_weight_quantization_per_column_and_per_layer():
 def test_num_sends_keeps_the_999th_percentile_inside_the_linear_range(tmp_path):
     calib = data(0.0)
     prog = anacc.compile(mlp(tmp_path / "m.onnx"), calib=calib)
-    backend = get_backend("quantized", prog.chip, prog.chip.profile(prog.profile))
-    ex = Executor(prog, backend, trace=True)
-    ex.run_batch({"x": torch.from_numpy(calib["x"])})
+    result = Session(prog, "quantized").evaluate(calib, trace=True)
     for name, layer in prog.layers.items():
-        reads = torch.cat([r.reshape(-1) for r in ex.traces[name].adc]).abs().numpy()
+        reads = torch.cat([r.reshape(-1) for r in result.traces[name].adc]).abs().numpy()
         p999 = np.percentile(reads, 99.9)
         assert p999 <= CHIP.linear_max + 1  # +1: ADC rounding
         # one more send would push it beyond the linear range (or the cap was reached)
@@ -156,7 +155,7 @@ def test_conv_rows_are_im2col_patches_of_the_lowered_weight(tmp_path):
     prog = anacc.compile(path)
     layer = next(iter(prog.layers.values()))
     x = torch.randn(2, 3, 9, 9)
-    rows, how = analog_rows(layer, x)
+    rows = rows_of(layer, x)
     assert rows.shape == (2 * 5 * 5, 27)
     y = (rows @ torch.from_numpy(layer.analog.weight)).reshape(2, 25, 4).transpose(1, 2)
     ref = torch.nn.functional.conv2d(x, conv.weight, None, stride=2, padding=1)
@@ -193,19 +192,17 @@ def reference_patches(x: np.ndarray, k, s, d, p) -> np.ndarray:
 
 @pytest.mark.parametrize("k, s, d, p, spatial", CONV_CASES)
 def test_im2col_equals_explicit_patches_and_counts_copies(k, s, d, p, spatial):
-    from anacc.compiler.quant import im2col, im2col_multiplicity
-
     rng = np.random.default_rng(len(k) + sum(spatial))
     x = rng.standard_normal((2, 3, *spatial))
-    conv = {"kernel_shape": k, "strides": s, "dilations": d, "pads": p}
-    rows = im2col(torch.from_numpy(x), conv)
+    conv = ConvGeometry(k, s, p, d, group=1, in_channels=3, out_channels=1)
+    rows = conv.im2col(torch.from_numpy(x))
     np.testing.assert_array_equal(rows.numpy(), reference_patches(x, k, s, d, p))
     # each input position is copied as often as its index shows up among the patches
     index = np.arange(1, np.prod(spatial) + 1, dtype=np.float64).reshape(1, 1, *spatial)
     copies = np.bincount(reference_patches(index, k, s, d, p).astype(np.int64).ravel())
     expected = np.zeros(np.prod(spatial) + 1)
     expected[: len(copies)] = copies
-    counted = im2col_multiplicity(spatial, conv).numpy().ravel()
+    counted = conv.multiplicity(spatial).numpy().ravel()
     np.testing.assert_array_equal(counted, expected[1:])
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from anacc.compiler.chip import load_chip
 from anacc.compiler.cost import ACTIVE_ASSUMED, ACTIVE_MEASURED, program_cost
+from anacc.runtime.analog import LayerTrace, analog_forward, rows_of
 from anacc.runtime.backends import get_backend
 from anacc.runtime.error_budget import noise_free_chip, noise_free_emulator
-from anacc.runtime.executor import LayerTrace, analog_linear, analog_rows
 from anacc.runtime.report import build_report, render_text, vectors_per_sample
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
@@ -132,7 +132,7 @@ def test_conv_runs_per_sample_and_measured_time_by_hand(conv_split) -> None:
     assert (c.vectors_per_sample, c.row_chunks, c.parts) == (16, 2, 2)
     assert c.runs_per_sample == 16 * 2 * 2
     # Mean non-zero chip inputs per run, per part and row chunk, computed here.
-    rows, _ = analog_rows(layer, torch.from_numpy(x))
+    rows = rows_of(layer, torch.from_numpy(x))
     scale = layer.input_scale
     parts = [
         np.clip(np.round(np.maximum(s * rows.numpy().astype(np.float64), 0) / scale), 0, 31)
@@ -192,7 +192,7 @@ def test_error_budget_parts_equal_backend_differences_computed_here(mlp, mlp_tes
         reads = {}
         for key, backend in (("i", ideal), ("q", quant), ("f", quiet), ("e", emu)):
             trace = LayerTrace()
-            y[key] = analog_linear(layer, x, backend, trace).numpy().astype(np.float64)
+            y[key] = analog_forward(layer, x, backend, trace=trace).numpy().astype(np.float64)
             reads[key] = torch.stack(trace.adc).numpy() if trace.adc else None
         e = budget.error
         assert e.quantization == pytest.approx(_relative(y["q"], y["i"], y["i"]), rel=1e-6)

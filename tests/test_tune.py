@@ -21,7 +21,6 @@ from anacc.compiler.chip import Profile, load_chip
 from anacc.compiler.chip_writer import chip_to_toml, toml_dumps, write_chip
 from anacc.compiler.cost import program_cost
 from anacc.compiler.datafile import match_inputs
-from anacc.compiler.program import Program
 from anacc.runtime.executor import run_program
 from anacc.runtime.report import vectors_per_sample
 from click.testing import CliRunner
@@ -30,6 +29,7 @@ from hypothesis import strategies as st
 
 import anacc
 from anacc import tune
+from anacc.api import Program
 from anacc.cli import main
 from anacc.cli_tune import tune_cmd
 from anacc.errors import OptionError

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from anacc.compiler.pipeline import compile_model
-from anacc.compiler.program import Program
+from anacc.compiler.program_io import save_program
 from robustness_util import DATA, MODELS
+
+from anacc.api import Program
 
 # -- compiled programs, shared by the program, data and write tests -------------------------------
 
@@ -20,7 +22,7 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name, calib in (("digits_mlp", "digits_calib"), ("digits_cnn", "digits_img_calib")):
         program = compile_model(MODELS / f"{name}.onnx", calib=DATA / f"{calib}.npz")
-        out[name] = program.save(folder / f"{name}.anacc")
+        out[name] = save_program(program, folder / f"{name}.anacc")
     return out
 
 

@@ -15,8 +15,8 @@ import torch
 from anacc.compiler.datafile import load_dataset, match_inputs, read_npz
 from anacc.compiler.pipeline import compile_model
 from anacc.compiler.program import Program
-from anacc.compiler.quant import encode_inputs
-from anacc.runtime.executor import run_program
+from anacc.compiler.quant import Encoding, encode
+from anacc.runtime.session import run_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -263,7 +263,7 @@ def test_the_clipped_inputs_are_the_ones_the_encoding_clips(mlp_program: Program
     layer = next(iter(mlp_program.layers.values()))
     top = mlp_program.chip.input_max
     xt = torch.from_numpy(x)
-    [xq] = encode_inputs(xt, layer.signed, layer.input_scale, layer.input_offset, top)
+    xq = encode(xt, layer.signed, Encoding(layer.input_scale, layer.input_offset), top)
     at_ends = ((xq == 0) & (xt < 0)) | ((xq == top) & (xt > top * layer.input_scale))
     assert layer.signed == "none" and int(at_ends.sum()) > 0
     assert result.clipped[layer.name].clipped == int(at_ends.sum())

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from anacc.compiler import program as program_module
-from anacc.compiler.program import ARRAYS, CHECKSUMS, FORMAT_VERSION, MANIFEST, Program
-from anacc.runtime.executor import run_program
+from anacc.compiler import program_io as program_module
+from anacc.compiler.program_io import ARRAYS, CHECKSUMS, FORMAT_VERSION, MANIFEST
+from anacc.runtime.session import run_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from robustness_util import (
@@ -36,6 +36,7 @@ from robustness_util import (
     zip_members,
 )
 
+from anacc.api import Program
 from anacc.errors import ProgramError
 
 FUZZ = fuzz_settings(HealthCheck.function_scoped_fixture)

@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from anacc.compiler.program import Program, atomic_write
+from anacc.compiler.files import atomic_write
 from robustness_util import ANACC, CLI_TIMEOUT_S, DATA, MODELS, assert_cli_error, run_cli
 
+from anacc.api import Program
 from anacc.errors import AnaccError
 
 

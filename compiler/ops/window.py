@@ -1,6 +1,6 @@
-"""Sliding-window digital ops in torch with exact ONNX semantics: Conv, pools and LRN.
+"""Sliding-window ops in torch with exact ONNX semantics: Conv, pools and LRN.
 
-Every function takes the normalized IR attributes of docs/ir.md as arguments, works on
+Every function takes explicit pads (auto_pad resolved) and the other attributes, works on
 ``(N, C, *spatial)`` float tensors of any batch size with 1-D or 2-D (also 3-D) spatial shape,
 and is differentiable. ``pads`` lists the begins of all spatial axes, then their ends.
 

@@ -1,0 +1,193 @@
+"""One analog step: a layer's input tensor through the chip and back to float.
+
+:func:`analog_forward` is the one analog code path, for dense layers and convolutions alike:
+
+1. the input encoding, ``(scale, offset)`` of one input LSB: the program's static one, or
+   for a program compiled without calibration data the batch's own (from its extremes);
+2. the input encoded into the chip's unsigned range per the layer's signed-input strategy
+   (``split``: the positive and negative parts stacked along the batch), element by element
+   on the input tensor;
+3. the chip's input vectors: the rows of the encoded tensor, or for a convolution its im2col
+   patches, padded with the encoding of zero (so encoding before the im2col reads the same
+   integers as encoding the patches, for a fraction of the work);
+4. one backend call with all of the layer's tiles, row chunks and parts;
+5. the digital sum of the per-run ADC reads over row chunks (and parts), rescaled to float,
+   plus the shift correction and the bias, folded back into the output's shape.
+
+The ``ideal`` backend gets the float rows instead. Inputs outside the range the encoding
+represents are clipped; :class:`ClipCount` counts them (a convolution's input entries count
+once per patch they appear in).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from anacc.compiler.program import ProgramLayer
+from anacc.compiler.quant import Encoding, encode, zero_code
+from anacc.runtime.backends import Backend
+
+from anacc.errors import DataError
+
+
+@dataclass
+class ClipCount:
+    """Inputs one analog layer received, and how many lay outside its calibrated range."""
+
+    clipped: int = 0
+    inputs: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.clipped / self.inputs if self.inputs else 0.0
+
+
+@dataclass
+class LayerTrace:
+    """What one analog layer saw during a run (collected only when tracing is on)."""
+
+    adc: list[torch.Tensor] = field(default_factory=list)  # per call: (rows, chunks, out)
+    clipped_inputs: int = 0
+    inputs: int = 0
+
+
+def extremes(layer: ProgramLayer, x: torch.Tensor) -> tuple[float, float] | None:
+    """Smallest and largest entry (None if empty); a NaN is a :class:`DataError`."""
+    if not x.numel():
+        return None
+    # one pass for the NaN check, a dynamic scale and the clip count (aminmax gives NaN if any
+    # entry is NaN)
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if math.isnan(lo):
+        raise DataError(
+            f"analog layer {layer.name} received {int(torch.isnan(x).sum())} NaN values: an "
+            "earlier step overflowed float32; scale the input data into a moderate range"
+        )
+    return lo, hi
+
+
+def input_encoding(
+    layer: ProgramLayer, input_max: int, bounds: tuple[float, float] | None
+) -> Encoding:
+    """The layer's static encoding, or for a program compiled without calibration data the
+    one the batch's extremes ``bounds`` call for."""
+    if layer.input_scale is not None:
+        return Encoding(layer.input_scale, layer.input_offset)
+    lowest, highest = bounds if bounds is not None else (0.0, 0.0)
+    offset = 0.0
+    if layer.signed == "split":
+        span = max(-lowest, highest)
+    elif layer.signed == "shift":
+        offset = min(lowest, 0.0)
+        span = highest - offset
+    else:
+        span = highest
+    return Encoding(span / input_max if span > 0 else 1.0, offset)
+
+
+def count_clipped(
+    layer: ProgramLayer,
+    x: torch.Tensor,
+    enc: Encoding,
+    input_max: int,
+    bounds: tuple[float, float] | None,
+    copies: torch.Tensor | None = None,
+) -> int:
+    """Entries of ``x`` outside the range ``enc`` represents; a side nothing passes (by
+    ``bounds``) is not counted; with ``copies`` (broadcast against ``x``) each entry counts
+    that many times."""
+    hi = enc.offset + enc.scale * input_max
+    lo = -hi if layer.signed == "split" else enc.offset
+
+    def count(mask: torch.Tensor) -> int:
+        if copies is None:
+            return int(torch.count_nonzero(mask))
+        return round(float(torch.sum(mask * copies, dtype=torch.float64)))
+
+    if bounds is None or lo > hi:
+        return count((x < lo) | (x > hi))
+    # float32 entries >= a float64 bound also pass the bound rounded to float32
+    below = count(x < lo) if bounds[0] < lo else 0
+    above = count(x > hi) if bounds[1] > hi else 0
+    return below + above
+
+
+def rescale(layer: ProgramLayer, gain: float, reads: torch.Tensor, enc: Encoding) -> torch.Tensor:
+    """ADC reads ``(parts * rows, chunks, out)`` -> float ``(rows, out)``: the digital sum over
+    the row chunks and parts, rescaled, plus the shift correction and the bias."""
+    a = layer.analog
+    # the sum over row chunks is a new tensor: rescale and correct it in place
+    summed = reads.sum(dim=1)
+    if layer.signed == "split":  # the digital combination: positive minus negative part
+        rows = summed.shape[0] // 2
+        y = summed[:rows] - summed[rows:]
+    else:
+        y = summed
+    w_scale = torch.from_numpy(layer.weight_scale)
+    y.mul_(w_scale * (enc.scale / (gain * a.num_sends)))
+    if layer.signed == "shift" and enc.offset != 0.0:
+        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
+        y.add_(enc.offset * w_deq.sum(dim=0))
+    if layer.bias is not None:
+        y.add_(torch.from_numpy(layer.bias))
+    return y
+
+
+def rows_of(layer: ProgramLayer, x: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:
+    """The chip's input vectors of ``x``: im2col patches for a convolution, else the rows of
+    the last axis."""
+    if layer.conv is not None:
+        return layer.conv.im2col(x, pad_value)
+    return x.reshape(-1, x.shape[-1])
+
+
+def fold(layer: ProgramLayer, y: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
+    """Output rows back into the output tensor's shape (inverse of :func:`rows_of`)."""
+    conv = layer.conv
+    if conv is not None:
+        out_spatial = conv.output_shape(tuple(x_shape[2:]))
+        return conv.col2im(y, x_shape[0], out_spatial)
+    return y.reshape(*x_shape[:-1], y.shape[-1])
+
+
+def analog_forward(
+    layer: ProgramLayer,
+    x: torch.Tensor,
+    backend: Backend,
+    clip: ClipCount | None = None,
+    trace: LayerTrace | None = None,
+) -> torch.Tensor:
+    """``layer(x)`` computed the way the chip computes it (no autograd); see the module
+    docstring. Counts clipped inputs into ``clip`` and ``trace`` where given."""
+    if not backend.quantizes:
+        y = backend.linear(layer.analog, rows_of(layer, x))
+        if layer.bias is not None:
+            y = y + torch.from_numpy(layer.bias)
+        return fold(layer, y, x.shape)
+    chip = backend.chip
+    bounds = extremes(layer, x)
+    enc = input_encoding(layer, chip.input_max, bounds)
+    x_q = encode(x, layer.signed, enc, chip.input_max)
+    rows_q = rows_of(layer, x_q, zero_code(layer.signed, enc, chip.input_max))
+    reads = backend.mac(layer.analog, rows_q)
+    if clip is not None or trace is not None:
+        copies = None
+        if layer.conv is not None:
+            copies = layer.conv.multiplicity(tuple(x.shape[2:]))
+        clipped = count_clipped(layer, x, enc, chip.input_max, bounds, copies)
+        parts = 2 if layer.signed == "split" else 1
+        inputs = rows_q.numel() // parts
+        for counter in (clip, trace):
+            if isinstance(counter, ClipCount):
+                counter.clipped += clipped
+                counter.inputs += inputs
+        if trace is not None:
+            trace.clipped_inputs += clipped
+            trace.inputs += inputs
+            rows = rows_q.shape[0] // parts
+            trace.adc.extend(reads[i * rows : (i + 1) * rows].detach() for i in range(parts))
+    y = rescale(layer, backend.gain_per_send, reads, enc)
+    return fold(layer, y, x.shape)

@@ -1,0 +1,161 @@
+"""The digital side: running a program's digital regions on the host.
+
+- :class:`OrtRegions`: inference. Each :class:`~anacc.compiler.program.DigitalStep` becomes one
+  onnxruntime session, built once, over the region's nodes with the constants they read; a call
+  hands the torch tensors over as numpy arrays (no copy for contiguous tensors) and wraps the
+  results the same way. onnxruntime runs every op of its CPU provider with ONNX's semantics.
+- :class:`TorchRegions`: training. The region's nodes run one by one with the op registry's
+  differentiable torch implementations, so gradients flow through them. A node without one
+  still runs (in onnxruntime) when no gradient has to pass through it.
+
+docs/digital.md compares the candidates for the digital side and gives the numbers behind
+this choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+from anacc.compiler.emit import OnnxBuilder, model
+from anacc.compiler.ir import Node, TensorInfo
+from anacc.compiler.onnx_file import one_line
+from anacc.compiler.ops import lookup, run_torch
+from anacc.compiler.program import DigitalStep, Program
+
+from anacc.errors import DataError, OptionError
+
+
+def _session(proto: onnx.ModelProto, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def region_model(
+    program: Program,
+    nodes: Sequence[Node],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    types: Mapping[str, str],
+) -> onnx.ModelProto:
+    """An ONNX model of ``nodes`` reading ``inputs`` (and the program's constants) and
+    computing ``outputs``; ``types`` gives each boundary tensor's dtype."""
+    reads = {t for n in nodes for t in n.reads}
+    builder = OnnxBuilder(initializers={k: v for k, v in program.constants.items() if k in reads})
+    for node in nodes:
+        builder.node(node)
+    proto = model(
+        builder,
+        [TensorInfo(t, (), types.get(t, "float32")) for t in inputs],
+        [TensorInfo(t, (), "unknown") for t in outputs],
+        program.opsets,
+    )
+    for vi in proto.graph.input:  # the inputs keep their dtype, not a shape (the batch varies)
+        vi.type.tensor_type.ClearField("shape")
+    return proto
+
+
+def boundary_types(program: Program) -> dict[str, str]:
+    types = {i.name: i.dtype for i in program.inputs}
+    types.update(program.tensor_types)
+    return types
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy() if t.is_contiguous() else t.detach().contiguous().numpy()
+
+
+class OrtRegions:
+    """One onnxruntime session per digital step of ``program``, built on construction."""
+
+    def __init__(self, program: Program, threads: int | None = None) -> None:
+        self.program = program
+        threads = threads or torch.get_num_threads()
+        types = boundary_types(program)
+        self._sessions = {}
+        for step in program.steps:
+            if isinstance(step, DigitalStep):
+                proto = region_model(program, step.nodes, step.inputs, step.outputs, types)
+                self._sessions[step.name] = _session(proto, threads)
+
+    def run(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        feeds = {name: _as_numpy(a) for name, a in zip(step.inputs, args, strict=True)}
+        try:
+            results = self._sessions[step.name].run(list(step.outputs), feeds)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise DataError(
+                f"digital step {step.name} ({step.op}) failed in onnxruntime: "
+                f"{one_line(exc)}; check the input data against the model's inputs"
+            ) from None
+        return [torch.from_numpy(np.asarray(r)) for r in results]
+
+
+class TorchRegions:
+    """The digital steps as torch code (differentiable); see the module docstring.
+
+    ``parameters`` maps constant names to tensors that replace the program's constants (the
+    trainable digital parameters of fine-tuning)."""
+
+    def __init__(
+        self, program: Program, parameters: Mapping[str, torch.Tensor] | None = None
+    ) -> None:
+        self.program = program
+        self.constants = {k: torch.from_numpy(np.array(v)) for k, v in program.constants.items()}
+        self.constants.update(parameters or {})
+        self._fallback: dict[str, object] = {}
+        self._types = boundary_types(program)
+
+    def run(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        env = dict(zip(step.inputs, args, strict=True))
+        for node in step.nodes:
+            inputs = [None if not t else env.get(t, self.constants.get(t)) for t in node.inputs]
+            op = lookup(node.op, node.domain)
+            opset = self.program.opsets.get(node.domain, 0)
+            if op.torch is not None:
+                outs = run_torch(node, opset, inputs)
+            else:
+                extra = {t: env.get(t, self.constants.get(t)) for t in node.subgraph_inputs}
+                outs = self._run_fallback(node, inputs, extra)
+            env.update((t, v) for t, v in zip(node.outputs, outs, strict=False) if t)
+        return [env[t] for t in step.outputs]
+
+    def _run_fallback(
+        self,
+        node: Node,
+        inputs: list[torch.Tensor | None],
+        extra: Mapping[str, torch.Tensor | None],
+    ) -> list[torch.Tensor]:
+        if any(t is not None and t.requires_grad for t in [*inputs, *extra.values()]):
+            raise OptionError(
+                f"fine-tuning needs gradients through node {node.name} ({node.op}), and anacc "
+                f"has no differentiable form of {node.op}; fine-tune a model without it or "
+                "freeze the layers before it"
+            )
+        given = {t: v for t, v in zip(node.inputs, inputs, strict=False) if t and v is not None}
+        given.update((t, v) for t, v in extra.items() if v is not None)
+        feeds = {t: _as_numpy(v) for t, v in given.items() if t not in self.program.constants}
+        sess = self._fallback.get(node.name)
+        if sess is None:
+            types = {t: _dtype_name(v) for t, v in given.items()}
+            outputs = [t for t in node.outputs if t]
+            proto = region_model(self.program, [node], list(feeds), outputs, types)
+            sess = self._fallback[node.name] = _session(proto, 1)
+        outs = sess.run([t for t in node.outputs if t], feeds)  # type: ignore[attr-defined]
+        it = iter(outs)
+        return [
+            torch.from_numpy(np.asarray(next(it))) if t else torch.empty(0) for t in node.outputs
+        ]
+
+
+def _dtype_name(t: torch.Tensor | None) -> str:
+    if t is None:
+        return "float32"
+    return str(t.dtype).removeprefix("torch.")
