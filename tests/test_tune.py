@@ -454,11 +454,10 @@ def test_malformed_space_file_is_one_error_line_and_exit_2(val_path, tmp_path):
 
 @needs_engine
 def test_chip_file_with_an_inverted_range_is_one_error_line_and_exit_2(val_path, tmp_path):
-    text = chip_to_toml(load_chip("bss2")).replace(
-        "ota_bias_range = [30, 600]", "ota_bias_range = [600, 30]"
-    )
+    data = load_chip("bss2").to_dict()
+    data["analog"]["ota_bias_range"] = [600, 30]
     bad = tmp_path / "bad.toml"
-    bad.write_text(text)
+    bad.write_text(toml_dumps(data))
     result = CliRunner().invoke(tune_cmd, tune_args(val_path, tmp_path / "o", "--chip", str(bad)))
     assert result.exit_code == 2
     lines = error_lines(result)
