@@ -3,16 +3,21 @@ local Ray Tune engine (one Ray session shared by the module's engine tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
 import re
+import secrets
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +45,7 @@ from anacc.tune.config import (
     same_params,
     tuned_chip,
 )
-from anacc.tune.engine import ray_session
+from anacc.tune.engine import is_this_machine, ray_session
 from anacc.tune.pareto import best_record, pareto_front
 from anacc.tune.records import TRIALS_FILE, TrialRecord, read_records
 from anacc.tune.report import TuneReport
@@ -434,6 +439,92 @@ def test_failed_trials_are_kept_and_a_search_without_success_is_an_error(
     assert [r.status for r in records] == ["error", "error"]
     assert all("DataError" in r.error and "traceback: " in r.error for r in records)
     assert Path(records[0].error.rsplit("traceback: ", 1)[1].rstrip(")")).is_file()
+
+
+# -- an existing cluster ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(request):
+    """A cluster started the way a user starts one, ``ray start --head`` with one CPU, on a
+    free port; it requires a token, as every cluster started where a Ray token exists does
+    (any local search leaves one in ~/.ray). Its home, token and temp folder are its own.
+    Yields the port, the environment of the cluster's users and Ray's temp folder."""
+    if not HAVE_ENGINE:
+        pytest.skip("needs the tune extra (ray, optuna)")
+    # a short root: Ray puts unix sockets under its temp folder, whose paths are length-limited
+    root = Path(tempfile.mkdtemp(prefix="anacc-rc-"))
+    home = root / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}
+    }
+    env.update(HOME=str(home), RAY_TMPDIR=str(root / "tmp"), RAY_USAGE_STATS_ENABLED="0")
+    port = free_port()
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    assert ray is not None, "the tune extra installs Ray's command line"
+    start = subprocess.Popen(
+        [ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        # Not `ray stop --force`: it ends every Ray process on the machine, the module's own
+        # session and anyone else's included. The cluster's daemons stay in the process
+        # group of `ray start`: end that group, at once, as --force does.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(start.pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    output, _ = start.communicate(timeout=120)
+    assert start.returncode == 0, output
+    yield port, env, root / "tmp" / "ray"
+
+
+@pytest.mark.slow
+@needs_engine
+@pytest.mark.xdist_group("ray-cluster")
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1:{port}"])
+def test_search_joins_an_existing_cluster(ray_cluster, address, val_path, tmp_path):
+    port, env, ray_tmp = ray_cluster
+    address = address.format(port=port)
+    out = tmp_path / "search"
+    args = [*tune_args(val_path, out, "--trials", "2"), "--seeds", "1", "--val-samples", "100"]
+    code = "from anacc.cli_tune import tune_cmd; tune_cmd(prog_name='anacc tune')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--address", address],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "2 of 2 trials finished" in output
+    assert [r.status for r in read_records(out)] == ["ok", "ok"]
+    # the search ran as a driver of this cluster, not on an instance of its own
+    logs = ray_tmp / "session_latest" / "logs"
+    assert list(logs.glob(f"python-core-driver-*_{proc.pid}.log")), sorted(os.listdir(logs))
+
+
+def test_this_machine_is_told_apart_from_others():
+    assert is_this_machine("127.0.0.1") and is_this_machine("localhost")
+    assert not is_this_machine("198.51.100.7")  # TEST-NET-2: nobody's address
+    assert not is_this_machine("no-such-host.invalid")
 
 
 # -- errors on the command line -----------------------------------------------------------------
