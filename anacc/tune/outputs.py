@@ -32,7 +32,8 @@ from anacc.tune.settings import TuneSettings
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What a call of :func:`run_search` leaves: all finished trials and the written files."""
+    """What a call of :func:`~anacc.tune.search.run_search` leaves: all finished trials and
+    the written files."""
 
     settings: TuneSettings
     records: tuple[TrialRecord, ...]
