@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from anacc.cli_errors import user_errors
 from anacc.errors import OptionError
+
+if TYPE_CHECKING:
+    from anacc.tune.outputs import SearchOutcome
+    from anacc.tune.settings import TuneSettings
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 DEFAULT_TRIALS = 30
@@ -126,62 +132,49 @@ def tune_cmd(
     search runs on Ray Tune with Optuna. Writes best_chip.toml (profile 'tuned'),
     best_options.json, best.anacc and report.txt/.json/.html into the output folder.
     """
-    from anacc import tune
+    from anacc.tune.engine import require_engine
+    from anacc.tune.records import read_records
+    from anacc.tune.search import run_search
+    from anacc.tune.settings import SETTINGS_FILE, load_settings, settings_difference
 
-    tune.require_engine()
+    require_engine()
+    search = {
+        "model": model,
+        "calib": calib,
+        "val": val,
+        "train": train,
+        "finetune_epochs": finetune_epochs,
+        "objective": objective,
+        "seeds": seeds,
+        "val_samples": val_samples,
+        "chip": chip,
+        "space_file": space_file,
+        "seed": seed,
+    }
     if resume is not None:
         out_dir = resume
         if output is not None and output.resolve() != resume.resolve():
             raise OptionError(f"-o {output}: a resumed search writes into {resume}; drop -o")
-        stored = tune.load_settings(resume)
+        stored = load_settings(resume)
         if model is not None:
-            given = _settings(
-                tune,
-                model,
-                calib,
-                val,
-                train,
-                finetune_epochs,
-                stored.trials,
-                objective,
-                seeds,
-                val_samples,
-                chip,
-                space_file,
-                seed,
-            )
-            diff = tune.settings_difference(stored, given)
+            diff = settings_difference(stored, _settings(**search, trials=stored.trials))
             if diff is not None:
                 raise OptionError(
                     f"--resume {resume}: the command's '{diff}' differs from the stored "
                     "search; give --resume DIR alone to continue it unchanged"
                 )
-        settings = stored if trials is None else _with_trials(stored, trials)
+        settings = stored if trials is None else dataclasses.replace(stored, trials=trials)
     else:
         if model is None or val is None or output is None:
             raise OptionError("give MODEL, --val and -o OUT_DIR (or --resume DIR)")
         out_dir = output
-        if (output / tune.SETTINGS_FILE).is_file():
+        if (output / SETTINGS_FILE).is_file():
             raise OptionError(
                 f"{output}: holds a search already; continue it with --resume {output}"
             )
-        settings = _settings(
-            tune,
-            model,
-            calib,
-            val,
-            train,
-            finetune_epochs,
-            trials or DEFAULT_TRIALS,
-            objective,
-            seeds,
-            val_samples,
-            chip,
-            space_file,
-            seed,
-        )
+        settings = _settings(**search, trials=trials or DEFAULT_TRIALS)
     try:
-        outcome = tune.run_search(
+        outcome = run_search(
             settings,
             out_dir,
             address=address,
@@ -190,7 +183,7 @@ def tune_cmd(
             log=lambda line: click.echo(line, err=True),
         )
     except KeyboardInterrupt:
-        done = len(tune.read_records(out_dir))
+        done = len(read_records(out_dir))
         click.echo(
             f"error: interrupted; {done} finished trial(s) are kept in {out_dir}; continue "
             f"with: anacc tune --resume {shlex.quote(str(out_dir))}",
@@ -203,33 +196,30 @@ def tune_cmd(
         sys.exit(130)
 
 
-def _with_trials(settings, trials: int):
-    import dataclasses
-
-    return dataclasses.replace(settings, trials=trials)
-
-
 def _settings(
-    tune,
-    model,
-    calib,
-    val,
-    train,
-    finetune_epochs,
-    trials,
-    objective,
-    seeds,
-    val_samples,
-    chip,
-    space_file,
-    seed,
-):
+    *,
+    model: Path | None,
+    calib: Path | None,
+    val: Path | None,
+    train: Path | None,
+    finetune_epochs: int,
+    trials: int,
+    objective: str,
+    seeds: int,
+    val_samples: int | None,
+    chip: str,
+    space_file: Path | None,
+    seed: int,
+) -> TuneSettings:
+    """The settings of the search the command line describes, with absolute paths."""
     from anacc.compiler.chip import load_chip
+    from anacc.tune.settings import TuneSettings
+    from anacc.tune.space import load_space_file, search_space
 
     if model is None or val is None:
         raise OptionError("give MODEL and --val")
     spec = load_chip(chip)
-    overrides = tune.load_space_file(space_file) if space_file is not None else None
+    overrides = load_space_file(space_file) if space_file is not None else None
     source = str(space_file) if space_file is not None else f"chip '{spec.name}'"
     for p in (model, calib, val, train):
         if p is not None and not p.is_file():
@@ -238,11 +228,11 @@ def _settings(
     def absolute(p: Path | None) -> Path | None:
         return None if p is None else p.resolve()
 
-    return tune.TuneSettings(
+    return TuneSettings(
         model=absolute(model),
         val=absolute(val),
         chip=spec,
-        space=tune.search_space(spec, overrides, source),
+        space=search_space(spec, overrides, source),
         calib=absolute(calib),
         train=absolute(train),
         finetune_epochs=finetune_epochs,
@@ -254,7 +244,7 @@ def _settings(
     )
 
 
-def _summary(outcome, out_dir: Path) -> None:
+def _summary(outcome: SearchOutcome, out_dir: Path) -> None:
     b = outcome.best
     against = ", ".join(
         f"{r.baseline} {100 * r.accuracy:.2f} %" for r in outcome.records if r.ok and r.baseline

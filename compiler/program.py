@@ -24,7 +24,6 @@ import numpy as np
 from anacc.compiler.chip import ChipSpec
 from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.datafile import InputSpec
-from anacc.compiler.files import atomic_write
 from anacc.compiler.ir import BATCH, Node
 from anacc.compiler.mapping import AnalogLayer
 
@@ -35,7 +34,6 @@ __all__ = [
     "Program",
     "ProgramLayer",
     "Step",
-    "atomic_write",
 ]
 
 

@@ -33,18 +33,77 @@ def cnn_report():
     return build_report(program, data, max_samples=64)
 
 
+def _groups(page: str, prefix: str) -> list[str]:
+    """The ids of the SVG groups whose id starts with ``prefix``."""
+    return re.findall(rf'<g id="({re.escape(prefix)}[^"]*)">', page)
+
+
+def _box(page: str, gid: str) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) of the path drawn in the group ``gid``."""
+    match = re.search(rf'<g id="{re.escape(gid)}">.*?<path d="([^"]*)"', page, re.S)
+    assert match, gid
+    numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", match.group(1))]
+    xs, ys = numbers[0::2], numbers[1::2]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def test_page_is_self_contained_with_every_plot(cnn_report) -> None:
     page = render_html(cnn_report)
     for plot in PLOTS:
-        assert f'id="{plot}"' in page
-    assert page.count('class="tile"') == cnn_report.cost.tiles
+        assert re.search(rf'<svg id="{plot}" class="plot" role="img" aria-label="[^"]+"', page)
+    assert len(_groups(page, "tile-")) == cnn_report.cost.tiles
     n_loads = cnn_report.cost.loads
-    assert page.count('class="half"') == n_loads * cnn_report.chip.halves
-    assert page.count('class="budget-part"') == 3 * len(cnn_report.budget)
-    # Nothing is fetched: no scripts, stylesheets, images or frames from anywhere.
+    assert len(_groups(page, "half-")) == n_loads * cnn_report.chip.halves
+    assert len(_groups(page, "budget-part-")) == 3 * len(cnn_report.budget)
+    # Nothing is fetched: no scripts, stylesheets, images or frames from anywhere, and every
+    # reference inside an SVG points at an element of the page itself.
     assert not re.search(r"<(script|link|img|iframe|object|embed)\b", page, re.I)
-    assert not re.search(r"\b(src|href)\s*=", page, re.I)
-    assert "url(#hatch)" in page and "url(http" not in page
+    assert not re.search(r'\b(src|href)\s*=\s*"(?!#)', page, re.I)
+    refs = set(re.findall(r'href="#([^"]+)"', page)) | set(re.findall(r"url\(([^)]*)\)", page))
+    assert refs, "the plots reference their markers and clip paths"
+    for ref in refs:
+        assert re.search(rf'id="{re.escape(ref.removeprefix("#"))}"', page), ref
+
+
+def test_plots_are_labelled(cnn_report) -> None:
+    page = render_html(cnn_report)
+    plots = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r'<svg id="([^"]+)" class="plot".*?</svg>', page, re.S)
+    }
+    assert set(plots) == set(PLOTS)
+    expected = {
+        "tile-placement": ["synapse row", "neuron (column)", "load 0, half 0"],
+        "utilization": ["utilization", "all layers"],
+        "adc-reads": ["ADC read", "reads (log)"],
+        "error-budget": ["error power", "fixed pattern", "measured total"],
+    }
+    for plot, labels in expected.items():
+        texts = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", plots[plot]))
+        for label in labels:
+            assert label in texts, (plot, label)
+    for layer in cnn_report.tiles:
+        assert f">{layer}</text>" in plots["tile-placement"], layer  # the legend
+        assert f"<title>{layer} tile 0:" in plots["tile-placement"]
+
+
+def test_tiles_sit_where_the_mapping_places_them(cnn_report) -> None:
+    page = render_html(cnn_report)
+    chip = cnn_report.chip
+    for layer_index, tiles in enumerate(cnn_report.tiles.values()):
+        for t in tiles:
+            hx0, hy0, hx1, hy1 = _box(page, f"half-{t.load}-{t.half}")
+            x0, y0, x1, y1 = _box(page, f"tile-{t.load}-{layer_index}-{t.index}")
+            width, height = hx1 - hx0, hy1 - hy0
+            # the half is a columns_per_half x rows_per_half array of synapses
+            assert width / height == pytest.approx(chip.columns_per_half / chip.rows_per_half)
+            assert (x0 - hx0) / width == pytest.approx(
+                t.col_offset / chip.columns_per_half, abs=1e-3
+            )
+            assert (x1 - x0) / width == pytest.approx(t.n_cols / chip.columns_per_half, abs=1e-3)
+            assert (y0 - hy0) / height == pytest.approx(0.0, abs=1e-3)  # row 0 on top
+            rows = t.n_rows * chip.rows_per_signed_weight
+            assert (y1 - y0) / height == pytest.approx(rows / chip.rows_per_half, abs=1e-3)
 
 
 def test_page_without_data_has_the_mapping_plots_only(cnn_report) -> None:
@@ -97,8 +156,8 @@ def test_chromium_renders_the_plots_without_console_errors(cnn_report, tmp_path:
     assert not _console_problems(dom.stderr), _console_problems(dom.stderr)
     for plot in PLOTS:
         assert re.search(rf'<svg[^>]*id="{plot}"', dom.stdout), plot
-    assert dom.stdout.count('class="tile"') == cnn_report.cost.tiles
-    assert dom.stdout.count('class="bin"') > 20
+    assert len(_groups(dom.stdout, "tile-")) == cnn_report.cost.tiles
+    assert len(_groups(dom.stdout, "bin-")) > 20
 
     shot = tmp_path / "report.png"
     result = _chromium(

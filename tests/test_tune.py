@@ -3,15 +3,21 @@ local Ray Tune engine (one Ray session shared by the module's engine tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
+import re
+import secrets
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,18 +27,32 @@ from anacc.compiler.chip import Profile, load_chip
 from anacc.compiler.chip_writer import chip_to_toml, toml_dumps, write_chip
 from anacc.compiler.cost import program_cost
 from anacc.compiler.datafile import match_inputs
-from anacc.runtime.executor import run_program
 from anacc.runtime.report import vectors_per_sample
+from anacc.runtime.session import run_program
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import anacc
-from anacc import tune
 from anacc.api import Program
 from anacc.cli import main
 from anacc.cli_tune import tune_cmd
 from anacc.errors import OptionError
+from anacc.tune.config import (
+    baseline_points,
+    compile_options,
+    default_config,
+    same_params,
+    tuned_chip,
+)
+from anacc.tune.engine import is_this_machine, ray_session
+from anacc.tune.pareto import best_record, pareto_front
+from anacc.tune.records import TRIALS_FILE, TrialRecord, read_records
+from anacc.tune.report import TuneReport
+from anacc.tune.report_html import render_html
+from anacc.tune.settings import TuneSettings, settings_difference
+from anacc.tune.space import search_space
+from anacc.tune.trial import evaluate_config, trial_context
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,7 +97,7 @@ def plain_accuracies(program, val_path: Path) -> list[float]:
 
 def test_written_chip_with_a_tuned_profile_loads_back_equal(chip, tmp_path):
     config = {"ota_bias": 123, "tau_syn_us": 1.2345678901234567, "wait_cycles": 7}
-    spec = tune.tuned_chip(chip, config)
+    spec = tuned_chip(chip, config)
     path = write_chip(spec, tmp_path / "c.toml", header="line one\nline two")
     back = load_chip(path)
     assert back == spec
@@ -128,22 +148,22 @@ def test_search_space_follows_the_chip_description(chip):
         chip.analog, ota_bias_range=(100, 200), tau_syn_us_range=(0.5, 2.0)
     )
     other = dataclasses.replace(chip, analog=analog, num_sends_max=2)
-    space = tune.search_space(other)
+    space = search_space(other)
     ota = space.dimension("ota_bias")
     assert (ota.kind, ota.low, ota.high, ota.log) == ("int", 100, 200, True)
     assert (space.dimension("tau_syn_us").low, space.dimension("tau_syn_us").high) == (0.5, 2.0)
     gain = space.dimension("gain_factor")
     assert (gain.low, gain.high) == (0.5, 2.0)
-    one_send = tune.search_space(dataclasses.replace(chip, num_sends_max=1))
+    one_send = search_space(dataclasses.replace(chip, num_sends_max=1))
     assert one_send.dimension("gain_factor").fixed
     assert "gain_factor" not in {d.name for d in one_send.searched}
     # the baselines are the named profiles where the space holds them
-    assert set(tune.baseline_points(chip, tune.search_space(chip))) == {"default", "custom"}
-    assert set(tune.baseline_points(other, space)) == {"custom"}  # default: OTA 450
+    assert set(baseline_points(chip, search_space(chip))) == {"default", "custom"}
+    assert set(baseline_points(other, space)) == {"custom"}  # default: OTA 450
 
 
 def test_space_overrides_narrow_and_pin_dimensions(chip):
-    space = tune.search_space(
+    space = search_space(
         chip, {"wait_cycles": 5, "row_order": ["interleaved"], "scale_method": ["max", "mse"]}
     )
     assert space.dimension("wait_cycles").fixed_value == 5
@@ -160,7 +180,7 @@ def test_space_overrides_narrow_and_pin_dimensions(chip):
         }
     )
     assert full["wait_cycles"] == 5 and full["weight_scale"] == "column"
-    assert tune.compile_options(full).scale == "mse"
+    assert compile_options(full).scale == "mse"
 
 
 @pytest.mark.parametrize(
@@ -189,29 +209,29 @@ def test_space_overrides_narrow_and_pin_dimensions(chip):
 )
 def test_malformed_space_raises_one_option_error(chip, overrides, message):
     with pytest.raises(OptionError, match=message):
-        tune.search_space(chip, overrides, "space.json")
+        search_space(chip, overrides, "space.json")
 
 
 def test_inverted_chip_range_is_a_clear_error(chip):
     analog = dataclasses.replace(chip.analog, wait_cycles_range=(50, 5))
     with pytest.raises(OptionError, match="analog.wait_cycles_range"):
-        tune.search_space(dataclasses.replace(chip, analog=analog))
+        search_space(dataclasses.replace(chip, analog=analog))
 
 
 # -- one trial, the Pareto front ----------------------------------------------------------------
 
 
 def test_trial_of_a_named_profile_matches_compiling_that_profile(chip, val_path):
-    settings = tune.TuneSettings(
+    settings = TuneSettings(
         model=MODEL,
         val=val_path,
         chip=chip,
-        space=tune.search_space(chip),
+        space=search_space(chip),
         calib=CALIB,
         seeds=SEEDS,
     )
-    ctx = tune.trial_context(settings)
-    result = tune.evaluate_config(tune.default_config(chip.profile("custom")), ctx, MODEL)
+    ctx = trial_context(settings)
+    result = evaluate_config(default_config(chip.profile("custom")), ctx, MODEL)
     program = anacc.compile(MODEL, calib=CALIB, profile="custom")
     expected = plain_accuracies(program, val_path)
     assert result["accuracies"] == expected
@@ -224,7 +244,7 @@ def test_trial_of_a_named_profile_matches_compiling_that_profile(chip, val_path)
 
 
 def record(number, accuracy, energy, std=0.0):
-    return tune.TrialRecord(
+    return TrialRecord(
         number=number,
         status="ok",
         params={},
@@ -244,19 +264,19 @@ def test_pareto_front_and_recommendation():
         record(2, 0.94, 12.0),
         record(3, 0.93, 15.0),  # dominated by 2
         record(4, 0.95, 25.0),  # dominated by 1
-        tune.TrialRecord(5, "error", {}, {}, 1, "5", error="boom"),
+        TrialRecord(5, "error", {}, {}, 1, "5", error="boom"),
     ]
     # brute force: not dominated in (higher accuracy, lower energy)
-    assert [r.number for r in tune.pareto_front(records)] == [0, 2, 1]
-    assert tune.best_record(records, "accuracy").number == 1
+    assert [r.number for r in pareto_front(records)] == [0, 2, 1]
+    assert best_record(records, "accuracy").number == 1
     # within one std (0.02) of the most accurate: the cheapest front member, trial 2
-    assert tune.best_record(records, "accuracy-energy").number == 2
+    assert best_record(records, "accuracy-energy").number == 2
 
 
 def test_torn_last_line_of_the_trial_log_is_dropped(tmp_path):
     good = record(0, 0.9, 1.0)
-    (tmp_path / tune.TRIALS_FILE).write_text(json.dumps(good.to_dict()) + '\n{"number": 1, "st')
-    assert tune.read_records(tmp_path) == [good]
+    (tmp_path / TRIALS_FILE).write_text(json.dumps(good.to_dict()) + '\n{"number": 1, "st')
+    assert read_records(tmp_path) == [good]
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -267,7 +287,7 @@ def ray_engine():
     """One local Ray session for the module; anacc's searches use it instead of their own."""
     if not HAVE_ENGINE:
         pytest.skip("needs the tune extra (ray, optuna)")
-    with tune.ray_session(None, cpus=2) as ray:
+    with ray_session(None, cpus=2) as ray:
         yield ray
 
 
@@ -297,7 +317,7 @@ def test_four_trial_search_writes_a_chip_the_compiler_accepts(ray_engine, val_pa
     out = tmp_path / "search"
     result = invoke(tune_args(val_path, out, "--trials", "4", "--objective", "accuracy-energy"))
     assert result.exit_code == 0, result.output
-    records = tune.read_records(out)
+    records = read_records(out)
     assert len(records) == 4 and all(r.ok for r in records)
     assert [r.number for r in records] == [0, 1, 2, 3]
     assert len({r.trial_id for r in records}) == 4
@@ -316,12 +336,12 @@ def test_four_trial_search_writes_a_chip_the_compiler_accepts(ray_engine, val_pa
     compiled = CliRunner().invoke(main, argv[1:], catch_exceptions=False)
     assert compiled.exit_code == 0, compiled.output
     program = Program.load(program_path)
-    best = tune.best_record(records, "accuracy-energy")
+    best = best_record(records, "accuracy-energy")
     assert program.profile == "tuned"
     assert program.chip == load_chip(out / "best_chip.toml")
     assert list(best.accuracies) == plain_accuracies(program, val_path)
     assert list(best.accuracies) == plain_accuracies(Program.load(out / "best.anacc"), val_path)
-    front = {r.number for r in tune.pareto_front(records)}
+    front = {r.number for r in pareto_front(records)}
     assert best.number in front
     report = json.loads((out / "report.json").read_text())
     assert report["best"] == best.number and sorted(report["pareto"]) == sorted(front)
@@ -342,7 +362,7 @@ def interrupt_after(args: list[str], records: int, out: Path) -> subprocess.Comp
         text=True,
         start_new_session=True,
     )
-    log = out / tune.TRIALS_FILE
+    log = out / TRIALS_FILE
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if log.is_file() and log.read_text().count("\n") >= records:
@@ -365,11 +385,11 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(
     first = interrupt_after(args, 2, out)
     assert first.returncode == 130, first.stdout
     assert f"continue with: anacc tune --resume {out}" in first.stdout
-    before = tune.read_records(out)
+    before = read_records(out)
     assert 2 <= len(before) < 8
     assert json.loads((out / "report.json").read_text())["finished"] == len(before)
     # a crash while a line was being written leaves a torn last line
-    with (out / tune.TRIALS_FILE).open("a") as f:
+    with (out / TRIALS_FILE).open("a") as f:
         f.write('{"number": 2, "status": "o')
     # the same folder without --resume, or --resume with another search, is refused
     again = CliRunner().invoke(tune_cmd, args)
@@ -383,19 +403,19 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(
     assert f"{8 - len(before) - 1} trial(s) left" in part.output
     rest = invoke(["--resume", str(out)])
     assert rest.exit_code == 0, rest.output
-    after = tune.read_records(out)
+    after = read_records(out)
     k = len(before)
     assert len(after) == 8
     assert after[:k] == before
     assert [r.number for r in after] == list(range(8))
     assert [r.session for r in after] == [1] * k + [2] + [3] * (7 - k)
     assert len({r.trial_id for r in after}) == 8
-    assert not any(tune.same_params(a.params, b.params) for a in after[k:] for b in before)
+    assert not any(same_params(a.params, b.params) for a in after[k:] for b in before)
     assert sorted(p.name for p in (out / "ray").iterdir()) == ["search-1", "search-2", "search-3"]
     # nothing left: a further resume runs no trial and rewrites the outputs
     done = invoke(["--resume", str(out)])
     assert done.exit_code == 0 and "(0 new)" in done.output
-    assert len(tune.read_records(out)) == 8
+    assert len(read_records(out)) == 8
 
 
 @pytest.mark.slow
@@ -415,10 +435,96 @@ def test_failed_trials_are_kept_and_a_search_without_success_is_an_error(
     last = error_lines(result)[-1]
     assert last.startswith(f"error: no trial of the search in {out} succeeded; first error: ")
     assert "DataError" in last
-    records = tune.read_records(out)
+    records = read_records(out)
     assert [r.status for r in records] == ["error", "error"]
     assert all("DataError" in r.error and "traceback: " in r.error for r in records)
     assert Path(records[0].error.rsplit("traceback: ", 1)[1].rstrip(")")).is_file()
+
+
+# -- an existing cluster ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(request):
+    """A cluster started the way a user starts one, ``ray start --head`` with one CPU, on a
+    free port; it requires a token, as every cluster started where a Ray token exists does
+    (any local search leaves one in ~/.ray). Its home, token and temp folder are its own.
+    Yields the port, the environment of the cluster's users and Ray's temp folder."""
+    if not HAVE_ENGINE:
+        pytest.skip("needs the tune extra (ray, optuna)")
+    # a short root: Ray puts unix sockets under its temp folder, whose paths are length-limited
+    root = Path(tempfile.mkdtemp(prefix="anacc-rc-"))
+    home = root / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}
+    }
+    env.update(HOME=str(home), RAY_TMPDIR=str(root / "tmp"), RAY_USAGE_STATS_ENABLED="0")
+    port = free_port()
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    assert ray is not None, "the tune extra installs Ray's command line"
+    start = subprocess.Popen(
+        [ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        # Not `ray stop --force`: it ends every Ray process on the machine, the module's own
+        # session and anyone else's included. The cluster's daemons stay in the process
+        # group of `ray start`: end that group, at once, as --force does.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(start.pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    output, _ = start.communicate(timeout=120)
+    assert start.returncode == 0, output
+    yield port, env, root / "tmp" / "ray"
+
+
+@pytest.mark.slow
+@needs_engine
+@pytest.mark.xdist_group("ray-cluster")
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1:{port}"])
+def test_search_joins_an_existing_cluster(ray_cluster, address, val_path, tmp_path):
+    port, env, ray_tmp = ray_cluster
+    address = address.format(port=port)
+    out = tmp_path / "search"
+    args = [*tune_args(val_path, out, "--trials", "2"), "--seeds", "1", "--val-samples", "100"]
+    code = "from anacc.cli_tune import tune_cmd; tune_cmd(prog_name='anacc tune')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--address", address],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "2 of 2 trials finished" in output
+    assert [r.status for r in read_records(out)] == ["ok", "ok"]
+    # the search ran as a driver of this cluster, not on an instance of its own
+    logs = ray_tmp / "session_latest" / "logs"
+    assert list(logs.glob(f"python-core-driver-*_{proc.pid}.log")), sorted(os.listdir(logs))
+
+
+def test_this_machine_is_told_apart_from_others():
+    assert is_this_machine("127.0.0.1") and is_this_machine("localhost")
+    assert not is_this_machine("198.51.100.7")  # TEST-NET-2: nobody's address
+    assert not is_this_machine("no-such-host.invalid")
 
 
 # -- errors on the command line -----------------------------------------------------------------
@@ -454,11 +560,10 @@ def test_malformed_space_file_is_one_error_line_and_exit_2(val_path, tmp_path):
 
 @needs_engine
 def test_chip_file_with_an_inverted_range_is_one_error_line_and_exit_2(val_path, tmp_path):
-    text = chip_to_toml(load_chip("bss2")).replace(
-        "ota_bias_range = [30, 600]", "ota_bias_range = [600, 30]"
-    )
+    data = load_chip("bss2").to_dict()
+    data["analog"]["ota_bias_range"] = [600, 30]
     bad = tmp_path / "bad.toml"
-    bad.write_text(text)
+    bad.write_text(toml_dumps(data))
     result = CliRunner().invoke(tune_cmd, tune_args(val_path, tmp_path / "o", "--chip", str(bad)))
     assert result.exit_code == 2
     lines = error_lines(result)
@@ -474,19 +579,57 @@ def test_without_the_extra_the_command_says_how_to_install(monkeypatch, val_path
 
 
 def test_settings_survive_the_settings_file(chip, val_path):
-    s = tune.TuneSettings(
+    s = TuneSettings(
         model=MODEL,
         val=val_path,
         chip=chip,
-        space=tune.search_space(chip, {"signed": "split"}),
+        space=search_space(chip, {"signed": "split"}),
         calib=CALIB,
         trials=7,
         objective="accuracy-energy",
         val_samples=100,
         seed=3,
     )
-    back = tune.TuneSettings.from_dict(json.loads(json.dumps(s.to_dict())))
+    back = TuneSettings.from_dict(json.loads(json.dumps(s.to_dict())))
     assert back == s
-    assert tune.settings_difference(s, dataclasses.replace(s, trials=9)) is None
-    assert tune.settings_difference(s, dataclasses.replace(s, seeds=5)) == "seeds"
+    assert settings_difference(s, dataclasses.replace(s, trials=9)) is None
+    assert settings_difference(s, dataclasses.replace(s, seeds=5)) == "seeds"
     assert math.isclose(back.space.dimension("tau_syn_us").high, 20.0)
+
+
+def test_report_page_plots_every_trial_and_importance(chip):
+    records = tuple(
+        dataclasses.replace(
+            record(n, 0.80 + 0.01 * n, 60.0 + n, std=0.005),
+            config=default_config(chip.profile("default")),
+            baseline="default" if n == 0 else None,
+            time_us=200.0,
+            gain_per_send=0.002,
+            num_sends={"fc1": 4},
+        )
+        for n in range(12)
+    )
+    importances = {
+        "accuracy": {"ota_bias": 0.7, "wait_cycles": 0.3},
+        "energy": {"wait_cycles": 0.9, "ota_bias": 0.1},
+    }
+    settings = TuneSettings(model=MODEL, val=MODEL, chip=chip, space=search_space(chip))
+    report = TuneReport(
+        settings=settings,
+        records=records,
+        best=records[-1],
+        baselines={"default": records[0]},
+        pareto=tuple(pareto_front(records)),
+        importances=importances,
+        importance_note="given",
+        command="anacc compile ...",
+    )
+    page = render_html(report)
+    plots = re.findall(r'<svg id="([^"]+)" class="plot"', page)
+    assert plots == ["accuracy-energy", "importance-accuracy", "importance-energy"]
+    trials = re.findall(r'<g id="trial-(\d+)"><title>trial (\d+): ', page)
+    assert [int(a) for a, b in trials if a == b] == list(range(1, 13))
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", page)
+    for label in ("validation accuracy, %", "importance for accuracy", "ota_bias", "tuned"):
+        assert any(label in t for t in texts), label
+    assert not re.search(r'\b(src|href)\s*=\s*"(?!#)', page)
