@@ -14,7 +14,7 @@ import time
 from _common import BUNDLED, bundled, fmt_table, ort_session, script_main
 from anacc.compiler.datafile import match_inputs
 from anacc.passes.finetune import FinetuneOptions, finetune
-from anacc.runtime.executor import run_program
+from anacc.runtime.session import run_program
 
 import anacc
 

@@ -37,7 +37,7 @@ from _common import (
     torch_twin,
 )
 from anacc.runtime.backends import get_backend
-from anacc.runtime.executor import run_program
+from anacc.runtime.session import run_program
 
 import anacc
 

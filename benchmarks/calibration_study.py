@@ -41,7 +41,7 @@ def study(
 ) -> dict:
     from anacc.compiler.datafile import match_inputs
     from anacc.passes.finetune import FinetuneOptions, finetune
-    from anacc.runtime.executor import run_program
+    from anacc.runtime.session import run_program
 
     import anacc
 

@@ -84,7 +84,7 @@ def infer(args: argparse.Namespace) -> dict[str, object]:
         training_script,
     )
     from anacc.runtime.backends import get_backend
-    from anacc.runtime.executor import run_program
+    from anacc.runtime.session import run_program
 
     import anacc
 
@@ -142,7 +142,7 @@ def compile_(args: argparse.Namespace) -> dict[str, object]:
     import onnxruntime  # noqa: F401
     import torch
     from anacc.compiler.pipeline import compile_model
-    from anacc.compiler.program import Program  # noqa: F401
+    from anacc.compiler.program_io import save_program
 
     torch.set_num_threads(args.threads)
     baseline = peak_mb()
@@ -151,7 +151,7 @@ def compile_(args: argparse.Namespace) -> dict[str, object]:
     t1 = time.perf_counter()
     compiled = peak_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        program.save(Path(tmp) / "model.anacc")
+        save_program(program, Path(tmp) / "model.anacc")
         t2 = time.perf_counter()
     total = peak_mb()
     return {

@@ -30,7 +30,7 @@ def evaluate(tune_dir: Path, train: Path, val: Path, seeds: list[int], epochs: i
     from anacc.compiler.datafile import match_inputs
     from anacc.compiler.datafile import read_npz as load
     from anacc.passes.finetune import FinetuneOptions, finetune
-    from anacc.runtime.executor import run_program
+    from anacc.runtime.session import run_program
 
     import anacc
 

@@ -150,7 +150,7 @@ def fold(layer: ProgramLayer, y: torch.Tensor, x_shape: torch.Size) -> torch.Ten
     if conv is not None:
         out_spatial = conv.output_shape(tuple(x_shape[2:]))
         return conv.col2im(y, x_shape[0], out_spatial)
-    return y.reshape(*x_shape[:-1], y.shape[-1])
+    return y.reshape((*x_shape[:-1], y.shape[-1]))
 
 
 def analog_forward(

@@ -108,7 +108,7 @@ def _gather(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     at = axis(int(call.attr("axis", 0)), x.dim())
     index = torch.where(index < 0, index + x.shape[at], index)
     flat = x.index_select(at, index.reshape(-1))
-    return [flat.reshape(*x.shape[:at], *index.shape, *x.shape[at + 1 :])]
+    return [flat.reshape((*x.shape[:at], *index.shape, *x.shape[at + 1 :]))]
 
 
 def _gather_elements(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -133,7 +133,7 @@ def _gather_nd(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     flat_index = (ib * strides).sum(-1)  # (B, M)
     inner = xb.reshape(xb.shape[0], -1, *x.shape[batch + depth :])
     out = torch.stack([inner[b].index_select(0, flat_index[b]) for b in range(inner.shape[0])])
-    return [out.reshape(*lead, *index.shape[batch:-1], *x.shape[batch + depth :])]
+    return [out.reshape((*lead, *index.shape[batch:-1], *x.shape[batch + depth :]))]
 
 
 def _expand(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
