@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from anacc.compiler.ir import Graph, Shape, TensorInfo, format_shape
-from anacc.compiler.partition import FOLDED, macs_per_sample, param_count, placement
+from anacc.compiler.partition import (
+    FOLDED,
+    PlacementRecord,
+    macs_per_sample,
+    param_count,
+    placement,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,11 @@ class InspectReport:
     outputs: tuple[TensorInfo, ...]
     rows: tuple[InspectRow, ...]
     totals: InspectTotals
+
+
+def placement_records(report: InspectReport) -> tuple[PlacementRecord, ...]:
+    """The report's rows as the placement records a program keeps."""
+    return tuple(PlacementRecord(r.node, r.op, r.placement, r.reason, r.macs) for r in report.rows)
 
 
 def inspect_graph(graph: Graph) -> InspectReport:

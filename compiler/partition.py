@@ -98,6 +98,36 @@ def recurrent_blocker(graph: Graph, node: Node) -> str:
 
 
 @dataclass(frozen=True)
+class PlacementRecord:
+    """Where one node of the source model runs, why, and its multiply-accumulates."""
+
+    node: str
+    op: str
+    where: str
+    reason: str
+    macs: int
+
+
+def summary(records: tuple[PlacementRecord, ...] | list[PlacementRecord]) -> dict[str, object]:
+    """Counts per placement, MACs per sample and the share on the array, digital ops by name."""
+    counts: dict[str, int] = {}
+    digital: dict[str, int] = {}
+    for r in records:
+        counts[r.where] = counts.get(r.where, 0) + 1
+        if r.where == DIGITAL:
+            digital[r.op] = digital.get(r.op, 0) + 1
+    macs = sum(r.macs for r in records)
+    analog = sum(r.macs for r in records if r.where == ANALOG)
+    return {
+        "nodes": dict(sorted(counts.items())),
+        "macs_per_sample": macs,
+        "analog_macs_per_sample": analog,
+        "analog_share": analog / macs if macs else 0.0,
+        "digital_ops": dict(sorted(digital.items())),
+    }
+
+
+@dataclass(frozen=True)
 class Placement:
     where: str
     reason: str
@@ -175,9 +205,26 @@ def placement(graph: Graph, node: Node) -> Placement:
     if op.analog == "recurrent":
         why = recurrent_blocker(graph, node)
         return Placement(DIGITAL, why) if why else Placement(ANALOG, "recurrent weights")
+    if node.domain == "" and node.op == "BatchNormalization" and _folds_into_layer(graph, node):
+        return Placement(FOLDED, "folded into the analog layer before it")
     if op.shape_op:
         return Placement(DIGITAL, "shape op")
     return Placement(DIGITAL, "no analog form")
+
+
+def _folds_into_layer(graph: Graph, bn: Node) -> bool:
+    """The fold-batchnorm pass's condition: a BatchNormalization (inference, constant
+    statistics) that is the only reader of an analog Conv's output, or of a 2-D dense one."""
+    producer = graph.producer(bn.inputs[0])
+    if producer is None or producer.domain or producer.op not in ("Conv", "Gemm", "MatMul"):
+        return False
+    users = graph.consumers(bn.inputs[0])
+    if len(users) != 1 or graph.is_graph_output(bn.inputs[0]) or bn.attr("training_mode", 0):
+        return False
+    if any(bn.outputs[1:]) or not all(graph.is_constant(t) for t in bn.inputs[1:5]):
+        return False
+    dense_2d = producer.op != "Conv" and len(graph.shape(bn.inputs[0])) == 2
+    return placement(graph, producer).analog and (producer.op == "Conv" or dense_2d)
 
 
 def macs_per_sample(graph: Graph, node: Node) -> int:

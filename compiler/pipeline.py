@@ -11,6 +11,7 @@ from anacc.compiler.chip import ChipSpec, load_chip
 from anacc.compiler.datafile import Dataset, InputSpec, load_dataset, match_inputs
 from anacc.compiler.export import to_onnx
 from anacc.compiler.frontend import graph_from_onnx, load_onnx, model_sha256
+from anacc.compiler.inspect import inspect_graph, placement_records
 from anacc.compiler.ir import BATCH, Graph
 from anacc.compiler.mapping import AnalogLayer
 from anacc.compiler.onnx_file import one_line
@@ -67,6 +68,7 @@ def compile_model(
     prof = spec.profile(profile)
     proto = load_onnx(model, max_params=max_params)
     graph = graph_from_onnx(proto, source=str(model))
+    partition = placement_records(inspect_graph(graph))
     specs = input_specs(graph)
     data: Dataset | None
     if calib is None or isinstance(calib, Dataset):
@@ -79,6 +81,7 @@ def compile_model(
     manager = PassManager([p() for p in PASSES])
     graph = manager.run(graph, ctx, on_pass)
     program = build_program(graph, ctx, specs, profile, model_source(model), manager.explain())
+    program.partition = partition
     check_runs(program, str(model))
     return program
 

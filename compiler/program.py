@@ -8,7 +8,8 @@ A :class:`Program` is a list of steps over named tensors, in an order that runs:
 - :class:`DigitalStep`: a region of ONNX-form nodes (:class:`~anacc.compiler.ir.Node`) that run
   on the host, between analog steps.
 
-``inputs`` and ``outputs`` describe the graph's inputs and outputs (declared shape, ``"N"``
+``partition`` says where each node of the source model runs and why. ``inputs`` and
+``outputs`` describe the graph's inputs and outputs (declared shape, ``"N"``
 first for the batch, dtype; an output's ``batch_axis``), ``constants`` the arrays the digital
 nodes read, ``tensor_types`` the dtype of every tensor a step passes to another, ``opsets`` the
 ONNX operator sets of the digital nodes. The file format and its reading and writing are
@@ -26,6 +27,7 @@ from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.datafile import InputSpec
 from anacc.compiler.ir import BATCH, Node
 from anacc.compiler.mapping import AnalogLayer
+from anacc.compiler.partition import PlacementRecord
 
 __all__ = [
     "AnalogStep",
@@ -129,6 +131,7 @@ class Program:
     constants: dict[str, np.ndarray]
     opsets: dict[str, int] = field(default_factory=lambda: {"": 17})
     tensor_types: dict[str, str] = field(default_factory=dict)
+    partition: tuple[PlacementRecord, ...] = ()
     warnings: list[str] = field(default_factory=list)
     explain: str = ""
 

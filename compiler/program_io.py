@@ -33,6 +33,7 @@ from anacc.compiler.files import atomic_write
 from anacc.compiler.ir import Node
 from anacc.compiler.mapping import AnalogLayer, Tile
 from anacc.compiler.onnx_nodes import decode, encode
+from anacc.compiler.partition import ANALOG, DIGITAL, FOLDED, PlacementRecord
 from anacc.compiler.program import (
     AnalogStep,
     DigitalStep,
@@ -201,6 +202,7 @@ def manifest(program: Program, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         "layers": [_layer_record(layer) for layer in program.layers.values()],
         "constants": sorted(program.constants),
         "tensor_types": dict(sorted(program.tensor_types.items())),
+        "partition": [[r.node, r.op, r.where, r.reason, r.macs] for r in program.partition],
         "warnings": list(program.warnings),
     }
 
@@ -329,10 +331,18 @@ def _from_manifest(m: Any, arrays_bytes: bytes, where: str, cls: type[Program]) 
         constants={text(k): arrays[f"const/{k}"] for k in m["constants"]},
         opsets={text(k): integer(v) for k, v in mapping(m["opsets"]).items()},
         tensor_types={text(k): text(v) for k, v in mapping(m["tensor_types"]).items()},
+        partition=tuple(_placement(r) for r in m["partition"]),
         warnings=list(map(text, m.get("warnings", []))),
     )
     check_program(program, where)
     return program
+
+
+def _placement(rec: Any) -> PlacementRecord:
+    node, op, where, reason, macs = rec
+    if where not in (ANALOG, DIGITAL, FOLDED) or integer(macs) < 0:
+        raise ValueError(f"placement record {rec!r} is malformed")
+    return PlacementRecord(text(node), text(op), where, text(reason), macs)
 
 
 def _shape(value: Any) -> tuple[int | str, ...]:

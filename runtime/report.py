@@ -20,6 +20,7 @@ from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.cost import DEFAULT_BATCH_SIZE, ProgramCost, program_cost
 from anacc.compiler.datafile import Dataset, match_inputs
 from anacc.compiler.mapping import Tile
+from anacc.compiler.partition import PlacementRecord, summary
 from anacc.compiler.program import AnalogStep, Program, ProgramLayer
 from anacc.runtime.analog import rows_of
 from anacc.runtime.error_budget import LayerBudget, backend_accuracy, measure_layers
@@ -68,6 +69,7 @@ class Report:
     cost: ProgramCost
     tiles: dict[str, tuple[Tile, ...]]
     seed: int
+    partition: tuple[PlacementRecord, ...] = ()
     data: DataInfo | None = None
     budget: tuple[LayerBudget, ...] | None = None
     accuracy: dict[str, float] | None = None
@@ -138,6 +140,7 @@ def build_report(
         cost=cost,
         tiles={name: layer.analog.tiles for name, layer in program.layers.items()},
         seed=seed,
+        partition=program.partition,
         data=info,
         budget=budget,
         accuracy=accuracy,
@@ -233,6 +236,15 @@ def _to_json(r: Report) -> dict[str, Any]:
         "weight_write_us_once": _num(cost.weight_write_us_once),
         "weight_write_energy_uj_once": _num(cost.weight_write_energy_uj_once),
     }
+    part = summary(r.partition)
+    partition = {
+        **part,
+        "analog_share": _num(part["analog_share"]),  # type: ignore[arg-type]
+        "placements": [
+            {"node": p.node, "op": p.op, "where": p.where, "reason": p.reason, "macs": p.macs}
+            for p in r.partition
+        ],
+    }
     budget = None
     if r.budget is not None:
         budget = []
@@ -296,6 +308,7 @@ def _to_json(r: Report) -> dict[str, Any]:
         "data": None if r.data is None else asdict(r.data),
         "layers": layers,
         "totals": totals,
+        "partition": partition,
         "error_budget": budget,
         "accuracy": None if r.accuracy is None else {k: _num(v) for k, v in r.accuracy.items()},
     }
@@ -431,6 +444,15 @@ def render_text(r: Report) -> str:
         f"{cost.weight_write_energy_uj_per_sample:.2f} uJ) at {chip.chip_power_w:g} W"
     )
     out.append(f"Active inputs per run: {active}")
+    if r.partition:
+        part = summary(r.partition)
+        nodes = ", ".join(f"{n} {k}" for k, n in part["nodes"].items())  # type: ignore[union-attr]
+        ops = ", ".join(f"{op} x{n}" for op, n in part["digital_ops"].items())  # type: ignore[union-attr]
+        out.append(
+            f"Partition: {nodes} node(s) of the source model; "
+            f"{100 * float(part['analog_share']):.1f} % of the multiply-accumulates on the "  # type: ignore[arg-type]
+            f"array; digital: {ops or 'none'}"
+        )
     if r.budget is not None and r.data is not None:
         out.append("")
         d = r.data
