@@ -20,17 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from anacc.compiler.conv import ConvGeometry
+from anacc.compiler.ops import lookup
 from anacc.compiler.program import AnalogStep, DigitalStep, Program, ProgramLayer
 from anacc.passes.calibrate_scales import quantize_weights
 from anacc.runtime.analog import analog_forward, rows_of
 from anacc.runtime.backends import Backend
 from anacc.runtime.digital import TorchRegions
 from anacc.runtime.interpreter import Interpreter
-
-# ops whose inputs 1 and 2 are a per-channel scale and bias (trainable when constant)
-NORMALIZATIONS = frozenset(
-    {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization"}
-)
 
 
 class TrainableLayer:
@@ -136,11 +132,13 @@ class _ConvSurrogate(torch.autograd.Function):
 
 
 def trainable_constants(program: Program) -> list[str]:
-    """The program constants fine-tuning trains: scales and biases of normalization ops."""
+    """The program constants fine-tuning trains: the ``params`` inputs of digital ops (the
+    scales and biases of normalizations)."""
     names = set()
     for node in program.digital_nodes:
-        if node.op in NORMALIZATIONS and not node.domain:
-            for t in node.inputs[1:3]:
+        for i in lookup(node.op, node.domain).params:
+            t = node.inputs[i] if i < len(node.inputs) else ""
+            if t:
                 value = program.constants.get(t)
                 if value is not None and value.dtype.kind == "f":
                     names.add(t)

@@ -73,6 +73,8 @@ class OpDef:
     sign: SignRule = never_nonneg
     analog: str | None = None
     shape_op: bool = False
+    # inputs that hold trained per-channel parameters (fine-tuning trains them when constant)
+    params: tuple[int, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:

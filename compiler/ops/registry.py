@@ -9,7 +9,9 @@ An :class:`~anacc.compiler.ops.base.OpDef` says, for one op of a domain,
   opsets anacc reads), used where gradients are needed (fine-tuning); inference runs the
   digital side in onnxruntime, which runs every op it has a CPU kernel for;
 - ``shape_op``: whether it computes shapes or indices rather than activations (inspection
-  calls such nodes "shape ops").
+  calls such nodes "shape ops");
+- ``params``: the inputs that hold trained per-channel parameters (the scale and bias of a
+  normalization), which fine-tuning trains when they are constants.
 
 The ops are declared in :mod:`~anacc.compiler.ops.elementwise`, :mod:`~anacc.compiler.ops.nn`,
 :mod:`~anacc.compiler.ops.reduce` and :mod:`~anacc.compiler.ops.tensor`. Ops the registry does
