@@ -99,6 +99,20 @@ def _echo_warnings(warnings: list[str]) -> None:
     help="Multiply every layer's chosen num_sends by this factor.",
 )
 @click.option(
+    "--placement",
+    type=click.Choice(["time", "energy", "naive"]),
+    default="time",
+    show_default=True,
+    help="What tile placement optimizes per sample (naive: one tile per half, no copies).",
+)
+@click.option(
+    "--chips",
+    type=click.IntRange(min=1, max=1024),
+    default=1,
+    show_default=True,
+    help="Chips to place the loads on (layers pipelined across them).",
+)
+@click.option(
     "--max-params",
     type=click.IntRange(min=0),
     default=None,
@@ -118,6 +132,8 @@ def compile_cmd(
     row_order,
     seed,
     gain_factor,
+    placement,
+    chips,
     max_params,
     explain,
 ):
@@ -135,6 +151,8 @@ def compile_cmd(
         row_order=row_order,
         seed=seed,
         gain_factor=gain_factor,
+        placement=placement,
+        chips=chips,
     )
     program = compile_model(
         model, chip=chip, profile=profile, calib=calib, options=opts, max_params=max_params
@@ -151,7 +169,9 @@ def compile_cmd(
     n_digital = len(program.digital_nodes)
     click.echo(
         f"compiled {model.name} for {program.chip.name}/{profile}: "
-        f"{len(program.layers)} analog layers, {n_tiles} tiles on {program.loads} chip load(s), "
+        f"{len(program.layers)} analog layers, {n_tiles} tiles on {program.loads} chip load(s)"
+        + (f" of {chips} chips" if chips > 1 else "")
+        + ", "
         f"{n_digital} digital op{'s' if n_digital != 1 else ''} -> {output}"
     )
 

@@ -178,6 +178,9 @@ class ChipSpec:
     overhead_us_per_run: float
     weight_write_us_per_load: float
     chip_power_w: float
+    idle_power_w: float
+    link_us_per_run: float
+    system_power_w: float
     analog: AnalogModel
     profiles: dict[str, Profile] = field(hash=False)
 
@@ -288,8 +291,8 @@ _RANGES = (
     "linear_max",
     "num_sends_max",
 )
-_TIMING = ("clock_mhz", "overhead_us_per_run", "weight_write_us_per_load")
-_ENERGY = ("chip_power_w",)
+_TIMING = ("clock_mhz", "overhead_us_per_run", "weight_write_us_per_load", "link_us_per_run")
+_ENERGY = ("chip_power_w", "idle_power_w", "system_power_w")
 _PROFILE_KNOBS = ("description", "ota_bias", "tau_syn_us", "wait_cycles")
 _INT_MAX = 2**31 - 1
 
@@ -410,10 +413,13 @@ def _parse(data: dict[str, Any], source: str) -> ChipSpec:
     clock_mhz = tim.get_float("clock_mhz", 1e-3, 1e5)
     overhead_us_per_run = tim.get_float("overhead_us_per_run", 0.0, 1e6)
     weight_write_us_per_load = tim.get_float("weight_write_us_per_load", 0.0, 1e9)
+    link_us_per_run = tim.get_float("link_us_per_run", 0.0, 1e9)
     tim.finish()
 
     ene = root.table("energy")
     chip_power_w = ene.get_float("chip_power_w", 0.0, 1e4)
+    idle_power_w = ene.get_float("idle_power_w", 0.0, chip_power_w)
+    system_power_w = ene.get_float("system_power_w", 0.0, 1e6)
     ene.finish()
 
     analog = _parse_analog(
@@ -447,6 +453,9 @@ def _parse(data: dict[str, Any], source: str) -> ChipSpec:
         overhead_us_per_run=overhead_us_per_run,
         weight_write_us_per_load=weight_write_us_per_load,
         chip_power_w=chip_power_w,
+        idle_power_w=idle_power_w,
+        link_us_per_run=link_us_per_run,
+        system_power_w=system_power_w,
         analog=analog,
         profiles=profiles,
     )

@@ -14,13 +14,16 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tile:
-    """One chip-sized piece of a layer's weight matrix, run on one half of the chip.
+    """One chip-sized piece of one copy of a layer's weight matrix, placed on the chip.
 
     ``rows`` and ``cols`` are half-open ranges of logical input rows and output columns of
-    the layer's weight matrix. ``half`` and ``col_offset`` place the tile's columns on the
-    physical neurons ``col_offset .. col_offset + (cols[1] - cols[0]) - 1`` of that half;
-    ``load`` counts chip loads (the weights are rewritten between loads, so tiles of different
-    loads run one after another).
+    the layer's weight matrix (a row chunk and a column chunk). The tile sits on ``half`` of
+    chip load ``load``: its row pairs are the slots ``row_offset ..`` (logical row ``i`` of
+    the chunk at slot ``row_offset + row_slot[i]``), its columns the neurons
+    ``col_offset .. col_offset + n_cols - 1``. ``copy`` says which copy of the layer it
+    belongs to (every copy holds the whole matrix once, on its own synapses); ``run`` which
+    run of the layer's run pattern fires it: the tiles of one run fire together, each copy on
+    its own input vector. Tiles of different loads never share a run.
     """
 
     index: int
@@ -29,6 +32,9 @@ class Tile:
     half: int
     col_offset: int
     load: int
+    row_offset: int = 0
+    copy: int = 0
+    run: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -47,7 +53,7 @@ class AnalogLayer:
       uses (already divided by nothing: the float model's weights after BN folding).
     - ``weight_q``: integer ``(in_features, out_features)`` with ``|w| <= chip.weight_max``.
     - ``num_sends``: how often each input vector is sent per run (gain grows linearly).
-    - ``tiles``: cover every (row, column) of the weight exactly once.
+    - ``tiles``: every copy's tiles cover every (row, column) of the weight exactly once.
     - ``row_slot``: for each logical input row, its row-pair slot inside its tile (0-based).
       Events are sent in slot order, so the slot decides when a row's event arrives; the
       physical rows of slot ``p`` are ``rows_per_signed_weight * p + k``.
@@ -70,6 +76,16 @@ class AnalogLayer:
     @property
     def out_features(self) -> int:
         return int(self.weight.shape[1])
+
+    @property
+    def copies(self) -> int:
+        """Copies of the matrix on the chip; input vector ``b`` runs on copy ``b % copies``."""
+        return 1 + max((t.copy for t in self.tiles), default=0)
+
+    @property
+    def runs_per_cycle(self) -> int:
+        """Runs of the run pattern: the runs that process ``copies`` input vectors."""
+        return len({t.run for t in self.tiles})
 
     @property
     def row_chunks(self) -> list[tuple[int, int]]:

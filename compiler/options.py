@@ -10,6 +10,8 @@ SCALE_METHODS = ("max", "percentile:<p>", "mse", "ema")
 ROW_ORDERS = ("natural", "interleaved")
 SIGNED_STRATEGIES = ("auto", "shift", "split")
 WEIGHT_SCALES = ("column", "layer")
+PLACEMENTS = ("time", "energy", "naive")
+MAX_CHIPS = 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class CompileOptions:
     - ``gain_factor``: multiplies every layer's chosen ``num_sends`` (more gain: more signal
       and more noise per read, more saturation risk); 1 keeps the percentile rule's choice.
     - ``calib_batch``: batch size of the float model runs that gather calibration statistics.
+    - ``placement``: what the placement of tiles optimizes: ``time`` or ``energy`` per sample
+      (copies of small layers, several layers per load, both halves per run), or ``naive``
+      (one tile per half, loads in model order: the baseline).
+    - ``chips``: chips the program runs on (loads spread over them, layers pipelined).
     """
 
     scale: str = "percentile:99.99"
@@ -39,6 +45,8 @@ class CompileOptions:
     seed: int = 0
     gain_factor: float = 1.0
     calib_batch: int = 64
+    placement: str = "time"
+    chips: int = 1
 
     def __post_init__(self) -> None:
         _ = self.percentile  # validates the scale method
@@ -58,6 +66,10 @@ class CompileOptions:
             raise OptionError(f"gain factor {self.gain_factor}: use a value in (0, 64]")
         if self.calib_batch < 1:
             raise OptionError("calib_batch must be at least 1")
+        if self.placement not in PLACEMENTS:
+            raise OptionError(f"placement '{self.placement}': use one of {', '.join(PLACEMENTS)}")
+        if not 1 <= self.chips <= MAX_CHIPS:
+            raise OptionError(f"chips {self.chips}: use 1 to {MAX_CHIPS}")
 
     @property
     def scale_method(self) -> str:

@@ -27,6 +27,7 @@ from anacc.passes.fold_batchnorm import FoldBatchNorm
 from anacc.passes.lower_conv import LowerConv
 from anacc.passes.lower_recurrent import LowerRecurrent
 from anacc.passes.map_rows import MapRows
+from anacc.passes.place import PlaceTiles
 from anacc.passes.plan_layers import PlanLayers
 from anacc.passes.signed_inputs import SignedInputs
 from anacc.passes.tile import TileLayers
@@ -44,6 +45,7 @@ PASSES = (
     CalibrateScales,
     TileLayers,
     ChooseGain,
+    PlaceTiles,
     MapRows,
 )
 

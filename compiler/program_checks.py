@@ -70,7 +70,9 @@ def dims(value: Any) -> tuple[int, ...]:
 
 
 def check_layer(a: AnalogLayer, chip: ChipSpec, where: str) -> None:
-    """The layer fits the chip the way the backends rely on (see ``build_chunk_layout``)."""
+    """The layer fits the chip the way the backends rely on (see ``build_chunk_layout``):
+    every copy's tiles cover the weights once, on the chip, and the tiles of one run on a
+    half take disjoint row pairs unless they hold the same input."""
     ok_kinds = a.weight.dtype.kind == "f" and a.weight_q.dtype.kind in "iu"
     if not ok_kinds or a.row_slot.dtype.kind not in "iu" or a.weight.ndim != 2:
         raise ProgramError(f"{where}: layer {a.name}: arrays have the wrong dtypes or rank")
@@ -83,28 +85,70 @@ def check_layer(a: AnalogLayer, chip: ChipSpec, where: str) -> None:
         raise ProgramError(f"{where}: layer {a.name}: weights exceed the chip's range")
     if not 1 <= a.num_sends <= chip.num_sends_max:
         raise ProgramError(f"{where}: layer {a.name}: num_sends {a.num_sends} out of range")
-    cover = np.zeros((n_in, n_out), dtype=np.int32)
+    rows = chip.signed_inputs_per_run
+    cols = min(chip.columns_per_half, chip.outputs_per_run)
+    if not a.tiles or any(t.copy < 0 or t.run < 0 for t in a.tiles):
+        raise ProgramError(f"{where}: layer {a.name}: tiles are missing or misnumbered")
+    if a.copies > max(n_in * n_out, 1) * chip.halves * rows:
+        raise ProgramError(f"{where}: layer {a.name}: too many copies")
+    cover = np.zeros((a.copies, n_in, n_out), dtype=np.int32)
     for t in a.tiles:
         if not (0 <= t.rows[0] < t.rows[1] <= n_in and 0 <= t.cols[0] < t.cols[1] <= n_out):
             raise ProgramError(f"{where}: layer {a.name}: tile {t.index} out of bounds")
         placed = 0 <= t.half < chip.halves and t.col_offset >= 0 and t.load >= 0
-        if not placed or t.col_offset + t.n_cols > min(chip.columns_per_half, chip.outputs_per_run):
+        placed = placed and t.row_offset >= 0 and t.row_offset + t.n_rows <= rows
+        if not placed or t.col_offset + t.n_cols > cols:
             raise ProgramError(f"{where}: layer {a.name}: tile {t.index} lies outside the chip")
-        cover[t.rows[0] : t.rows[1], t.cols[0] : t.cols[1]] += 1
+        cover[t.copy, t.rows[0] : t.rows[1], t.cols[0] : t.cols[1]] += 1
     if not (cover == 1).all():
         raise ProgramError(f"{where}: layer {a.name}: tiles do not cover the weights once")
+    runs: dict[int, set[int]] = {}
+    for t in a.tiles:
+        runs.setdefault(t.run, set()).add(t.load)
+    if any(len(loads) > 1 for loads in runs.values()):
+        raise ProgramError(f"{where}: layer {a.name}: a run spans chip loads")
+    _check_run_rows(a, where)
     chunks = a.row_chunks
     contiguous = all(x[1] == y[0] for x, y in zip(chunks, chunks[1:], strict=False))
-    if not contiguous or any(stop - start > chip.signed_inputs_per_run for start, stop in chunks):
+    if not contiguous or any(stop - start > rows for start, stop in chunks):
         raise ProgramError(f"{where}: layer {a.name}: tile rows do not split into chip runs")
     for start, stop in chunks:
         slots = a.row_slot[start:stop]
-        if (
-            slots.min() < 0
-            or slots.max() >= chip.signed_inputs_per_run
-            or (np.unique(slots).size != slots.size)
-        ):
+        if slots.min() < 0 or slots.max() >= stop - start or np.unique(slots).size != slots.size:
             raise ProgramError(f"{where}: layer {a.name}: row slots are invalid")
+
+
+def _check_run_rows(a: AnalogLayer, where: str) -> None:
+    """Tiles of one run and half whose row pairs overlap hold the same input."""
+    held: dict[tuple[int, int], list] = {}
+    for t in a.tiles:
+        held.setdefault((t.run, t.half), []).append(t)
+    for tiles in held.values():
+        for i, x in enumerate(tiles):
+            for y in tiles[i + 1 :]:
+                overlap = x.row_offset < y.row_offset + y.n_rows and (
+                    y.row_offset < x.row_offset + x.n_rows
+                )
+                if overlap and (x.copy, x.rows, x.row_offset) != (y.copy, y.rows, y.row_offset):
+                    raise ProgramError(
+                        f"{where}: layer {a.name}: tiles {x.index} and {y.index} fire in one "
+                        "run on shared row pairs with different inputs"
+                    )
+
+
+def check_columns(program: Program, where: str) -> None:
+    """Every tile of a load owns its neurons: no two tiles share a column of a half."""
+    owner: dict[tuple[int, int, int], str] = {}
+    for layer in program.layers.values():
+        for t in layer.analog.tiles:
+            for col in range(t.col_offset, t.col_offset + t.n_cols):
+                key = (t.load, t.half, col)
+                if key in owner:
+                    raise ProgramError(
+                        f"{where}: layer {layer.name}: tile {t.index} uses neuron {col} of "
+                        f"half {t.half}, load {t.load}, which {owner[key]} uses too"
+                    )
+                owner[key] = f"layer {layer.name}"
 
 
 def check_conv(conv: dict, a: AnalogLayer, where: str) -> ConvGeometry:
@@ -134,6 +178,7 @@ def check_conv(conv: dict, a: AnalogLayer, where: str) -> ConvGeometry:
 def check_program(program: Program, where: str) -> None:
     """Dataflow, ops and the program's ONNX form (see the module docstring)."""
     _check_specs(program, where)
+    check_columns(program, where)
     _check_dataflow(program, where)
     try:
         model = to_onnx(program)

@@ -158,8 +158,11 @@ def _layer_record(layer: ProgramLayer) -> dict[str, Any]:
                 "rows": list(t.rows),
                 "cols": list(t.cols),
                 "half": t.half,
+                "row_offset": t.row_offset,
                 "col_offset": t.col_offset,
                 "load": t.load,
+                "copy": t.copy,
+                "run": t.run,
             }
             for t in a.tiles
         ],
@@ -436,6 +439,9 @@ def _read_layer(
             integer(t["half"]),
             integer(t["col_offset"]),
             integer(t["load"]),
+            integer(t["row_offset"]),
+            integer(t["copy"]),
+            integer(t["run"]),
         )
         for t in rec["tiles"]
     )

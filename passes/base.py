@@ -43,8 +43,9 @@ class LayerPlan:
     """What the passes decided for one analog layer (one or more ``Linear`` nodes).
 
     Filled in by the mapping passes, each field by the pass that provides it:
-    ``signed*`` (signed-inputs), scales and ``weight_q`` (calibrate-scales), ``tiles``
-    (tile), ``num_sends`` (choose-gain), ``row_slot`` (map-rows).
+    ``signed*`` (signed-inputs), scales and ``weight_q`` (calibrate-scales), the chunks
+    (tile), ``num_sends`` (choose-gain), ``tiles`` and ``vectors`` (place), ``row_slot``
+    (map-rows).
     """
 
     name: str
@@ -60,6 +61,9 @@ class LayerPlan:
     weight_q: np.ndarray | None = None  # int16 (in_features, out_features)
     num_sends: int = 1
     gain_reason: str = ""
+    row_chunks: tuple[tuple[int, int], ...] = ()  # input-row ranges, one run's rows at most
+    col_chunks: tuple[tuple[int, int], ...] = ()  # output-column ranges, one half at most
+    vectors: int = 1  # input vectors one sample (or run of a fixed-shape model) sends
     tiles: tuple[Tile, ...] = ()
     row_slot: np.ndarray | None = None  # int32 (in_features,)
     row_order: str = "natural"
@@ -71,10 +75,6 @@ class LayerPlan:
     @property
     def out_features(self) -> int:
         return int(self.weight.shape[1])
-
-    @property
-    def row_chunks(self) -> list[tuple[int, int]]:
-        return sorted({t.rows for t in self.tiles})
 
 
 @dataclass

@@ -71,7 +71,7 @@ def sends_for(acc_abs_pct: float, gain_per_send: float, linear_max: float, max_s
 
 class ChooseGain(Pass):
     name = "choose-gain"
-    requires = frozenset({"scales", "tiles", "stats"})
+    requires = frozenset({"scales", "chunks", "stats"})
     provides = frozenset({"gain"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:

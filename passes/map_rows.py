@@ -44,7 +44,7 @@ def row_slots(w_q: np.ndarray, row_chunks: list[tuple[int, int]], order: str) ->
 
 class MapRows(Pass):
     name = "map-rows"
-    requires = frozenset({"scales", "tiles"})
+    requires = frozenset({"scales", "chunks"})
     provides = frozenset({"rows"})
 
     def call(self, graph: Graph, ctx: CompileContext) -> PassResult:

@@ -64,6 +64,7 @@ def grid_layer(
                     half=index % chip.halves,
                     col_offset=0,
                     load=index // chip.halves,
+                    run=index // chip.halves,
                 )
             )
     if row_slot is None:

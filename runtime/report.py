@@ -190,7 +190,10 @@ def _to_json(r: Report) -> dict[str, Any]:
                 "utilization": _num(c.utilization),
                 "vectors_per_sample": c.vectors_per_sample,
                 "parts": c.parts,
-                "runs_per_vector": c.runs_per_vector,
+                "copies": c.copies,
+                "chips": list(c.chips),
+                "runs_per_cycle": c.runs_per_cycle,
+                "lower_bound_runs": c.lower_bound_runs,
                 "runs_per_sample": c.runs_per_sample,
                 "num_sends": c.num_sends,
                 "gain_reason": c.gain_reason,
@@ -210,8 +213,11 @@ def _to_json(r: Report) -> dict[str, Any]:
                         "rows": list(t.rows),
                         "cols": list(t.cols),
                         "half": t.half,
+                        "row_offset": t.row_offset,
                         "col_offset": t.col_offset,
                         "load": t.load,
+                        "copy": t.copy,
+                        "run": t.run,
                     }
                     for t in r.tiles[c.name]
                 ],
@@ -220,21 +226,29 @@ def _to_json(r: Report) -> dict[str, Any]:
     totals = {
         "tiles": cost.tiles,
         "loads": cost.loads,
+        "chips": cost.chips,
+        "load_chip": list(cost.load_chip),
+        "placement": cost.placement,
         "weights": cost.weights,
-        "tile_capacity": cost.tile_capacity,
         "utilization": _num(cost.utilization),
-        "chip_utilization": _num(cost.chip_utilization),
         "runs_per_sample": cost.runs_per_sample,
+        "lower_bound_runs": cost.lower_bound_runs,
         "batch_size": cost.batch_size,
         "analog_time_us_per_sample": _num(cost.analog_time_us_per_sample),
         "weight_write_us_per_sample": _num(cost.weight_write_us_per_sample),
         "time_us_per_sample": _num(cost.time_us_per_sample),
+        "period_us": _num(cost.period_us),
+        "chip_busy_us": [_num(v) for v in cost.chip_busy_us],
         "samples_per_second": _num(cost.samples_per_second),
-        "analog_energy_uj_per_sample": _num(cost.analog_energy_uj_per_sample),
-        "weight_write_energy_uj_per_sample": _num(cost.weight_write_energy_uj_per_sample),
         "energy_uj_per_sample": _num(cost.energy_uj_per_sample),
+        "weight_write_energy_uj_per_sample": _num(cost.weight_write_energy_uj_per_sample),
         "weight_write_us_once": _num(cost.weight_write_us_once),
         "weight_write_energy_uj_once": _num(cost.weight_write_energy_uj_once),
+        "system": {
+            "link_us_per_sample": _num(cost.link_us_per_sample),
+            "time_us_per_sample": _num(cost.system_time_us_per_sample),
+            "energy_uj_per_sample": _num(cost.system_energy_uj_per_sample),
+        },
     }
     part = summary(r.partition)
     partition = {
@@ -364,12 +378,12 @@ def render_text(r: Report) -> str:
                 f"{c.in_features}x{c.out_features}",
                 f"{c.row_chunks}x{c.col_chunks}",
                 str(c.tiles),
-                f"{c.rows_used}/{c.row_capacity}",
-                f"{c.columns_used}/{c.column_capacity}",
+                str(c.copies),
+                str(c.columns_used),
                 _pct(c.utilization, ".1f"),
                 ",".join(map(str, c.loads)),
-                f"{c.vectors_per_sample}x{c.parts}x{c.runs_per_vector}",
-                str(c.runs_per_sample),
+                f"{c.vectors_per_sample}x{c.parts}/{c.copies}x{c.runs_per_cycle}",
+                f"{c.runs_per_sample} ({c.lower_bound_runs})",
                 str(c.num_sends),
                 _g(c.time_us_per_sample, ".1f"),
                 _g(c.energy_uj_per_sample, ".2f"),
@@ -384,12 +398,12 @@ def render_text(r: Report) -> str:
                 "in x out",
                 "grid",
                 "tiles",
-                "rows",
-                "cols",
+                "copies",
+                "neurons",
                 "util %",
                 "loads",
-                "vec x part x run",
-                "runs",
+                "vec x part/copies x runs",
+                "runs (bound)",
                 "sends",
                 "time us",
                 "energy uJ",
@@ -422,26 +436,29 @@ def render_text(r: Report) -> str:
     )
     out.append("")
     active = cost.layers[0].active_inputs_source if cost.layers else "n/a"
+    chips = f"{cost.chips} chip(s)" if cost.chips > 1 else "1 chip"
     out.append(
-        f"Totals: {cost.tiles} tiles on {cost.loads} chip load(s), utilization "
-        f"{_pct(cost.utilization, '.1f')} % of the tiles ({_pct(cost.chip_utilization, '.1f')} "
-        f"% of the loaded chips), {cost.runs_per_sample} analog runs per sample"
+        f"Totals ({cost.placement} placement): {cost.tiles} tiles on {cost.loads} chip load(s), "
+        f"{chips}; {_pct(cost.utilization, '.1f')} % of the loaded synapses hold weights; "
+        f"{cost.runs_per_sample} analog runs per sample (chip lower bound "
+        f"{cost.lower_bound_runs})"
     )
     write = (
-        f"weight rewrites {cost.weight_write_us_per_sample:.1f} us ({cost.loads} loads per "
-        f"batch of {cost.batch_size})"
-        if cost.loads > 1
+        f"weight rewrites {cost.weight_write_us_per_sample:.1f} us (per batch of {cost.batch_size})"
+        if cost.weight_write_us_per_sample > 0
         else f"weights written once ({cost.weight_write_us_once:.0f} us, not per sample)"
     )
     out.append(
-        f"Time per sample: {cost.time_us_per_sample:.1f} us = analog "
-        f"{cost.analog_time_us_per_sample:.1f} us + {write}; "
+        f"Chip only: latency {cost.time_us_per_sample:.1f} us per sample (analog "
+        f"{cost.analog_time_us_per_sample:.1f} us + {write}); "
         f"{cost.samples_per_second:.0f} samples/s"
+        + (f" pipelined over {cost.chips} chips" if cost.chips > 1 else "")
+        + f"; {cost.energy_uj_per_sample:.2f} uJ per sample at {chip.chip_power_w:g} W"
     )
     out.append(
-        f"Energy per sample: {cost.energy_uj_per_sample:.2f} uJ (analog "
-        f"{cost.analog_energy_uj_per_sample:.2f} uJ + weight rewrites "
-        f"{cost.weight_write_energy_uj_per_sample:.2f} uJ) at {chip.chip_power_w:g} W"
+        f"System (host link {chip.link_us_per_run:g} us per run, {chip.system_power_w:g} W): "
+        f"{cost.system_time_us_per_sample:.1f} us and "
+        f"{cost.system_energy_uj_per_sample:.1f} uJ per sample"
     )
     out.append(f"Active inputs per run: {active}")
     if r.partition:

@@ -59,18 +59,25 @@ def render_html(report: Report) -> str:
         f"<h1>{escape(title)}</h1>",
     ]
     write = (
-        f"weight rewrites {cost.weight_write_us_per_sample:.1f} us per sample: "
-        f"{cost.loads} loads per batch of {cost.batch_size}"
-        if cost.loads > 1
+        f"weight rewrites {cost.weight_write_us_per_sample:.1f} us per sample (batches of "
+        f"{cost.batch_size})"
+        if cost.weight_write_us_per_sample > 0
         else f"weights written once, {cost.weight_write_us_once:.0f} us"
     )
+    copies = ", ".join(f"{c.name} x{c.copies}" for c in cost.layers if c.copies > 1)
     summary = [
-        f"{len(cost.layers)} analog layers, {cost.tiles} tiles on {cost.loads} chip load(s), "
-        f"utilization {_pct(cost.utilization, 1)} % of the tiles, "
-        f"{cost.runs_per_sample} analog runs per sample.",
-        f"Estimated {cost.time_us_per_sample:.1f} us and {cost.energy_uj_per_sample:.2f} uJ per "
-        f"sample (analog {cost.analog_time_us_per_sample:.1f} us; {write}); "
-        f"active inputs {cost.layers[0].active_inputs_source if cost.layers else 'n/a'}.",
+        f"{len(cost.layers)} analog layers, {cost.tiles} tiles on {cost.loads} chip load(s) "
+        f"and {cost.chips} chip(s) ({cost.placement} placement"
+        + (f"; copies: {copies}" if copies else "")
+        + f"), {_pct(cost.utilization, 1)} % of the loaded synapses hold weights, "
+        f"{cost.runs_per_sample} analog runs per sample (chip lower bound "
+        f"{cost.lower_bound_runs}).",
+        f"Chip only: {cost.time_us_per_sample:.1f} us latency and "
+        f"{cost.energy_uj_per_sample:.2f} uJ per sample (analog "
+        f"{cost.analog_time_us_per_sample:.1f} us; {write}), {cost.samples_per_second:.0f} "
+        f"samples/s. System (host link, FPGA): {cost.system_time_us_per_sample:.1f} us and "
+        f"{cost.system_energy_uj_per_sample:.1f} uJ per sample; active inputs "
+        f"{cost.layers[0].active_inputs_source if cost.layers else 'n/a'}.",
     ]
     if report.accuracy is not None:
         summary.append(
@@ -104,9 +111,10 @@ def render_html(report: Report) -> str:
             f"{c.in_features}x{c.out_features}",
             f"{c.row_chunks}x{c.col_chunks}",
             str(c.tiles),
+            str(c.copies),
             _pct(c.utilization, 1),
-            f"{c.vectors_per_sample}x{c.parts}x{c.runs_per_vector}",
-            str(c.runs_per_sample),
+            f"{c.vectors_per_sample}x{c.parts}/{c.copies}x{c.runs_per_cycle}",
+            f"{c.runs_per_sample} ({c.lower_bound_runs})",
             str(c.num_sends),
             f"{c.time_us_per_sample:.1f}",
             f"{c.energy_uj_per_sample:.2f}",
@@ -125,9 +133,10 @@ def render_html(report: Report) -> str:
                 "in x out",
                 "grid",
                 "tiles",
+                "copies",
                 "util %",
-                "vec x part x run",
-                "runs",
+                "vec x part/copies x runs",
+                "runs (bound)",
                 "sends",
                 "time us",
                 "energy uJ",
@@ -137,7 +146,7 @@ def render_html(report: Report) -> str:
                 "row order",
             ],
             rows,
-            left={0, 1, 13, 14},
+            left={0, 1, 14, 15},
         )
     )
     if report.budget is None or report.data is None:

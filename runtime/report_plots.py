@@ -86,9 +86,10 @@ def placement_svg(report: Report) -> str:
             ax = axes[t.load // per_row][(t.load % per_row) * chip.halves + t.half]
             gid = f"tile-{t.load}-{layer_index}-{t.index}"
             rows_used = t.n_rows * chip.rows_per_signed_weight
+            first_row = t.row_offset * chip.rows_per_signed_weight
             ax.add_patch(
                 Rectangle(
-                    (t.col_offset, 0),
+                    (t.col_offset, first_row),
                     t.n_cols,
                     rows_used,
                     facecolor=colors[name],
@@ -99,8 +100,9 @@ def placement_svg(report: Report) -> str:
                 )
             )
             tooltips[gid] = (
-                f"{name} tile {t.index}: inputs {t.rows[0]}..{t.rows[1] - 1} on synapse rows "
-                f"0..{rows_used - 1}, outputs {t.cols[0]}..{t.cols[1] - 1} on neurons "
+                f"{name} copy {t.copy} tile {t.index} (run {t.run}): inputs "
+                f"{t.rows[0]}..{t.rows[1] - 1} on synapse rows {first_row}.."
+                f"{first_row + rows_used - 1}, outputs {t.cols[0]}..{t.cols[1] - 1} on neurons "
                 f"{t.col_offset}..{t.col_offset + t.n_cols - 1} of half {t.half}"
             )
     handles = [Patch(facecolor=c, edgecolor="#333333", label=n) for n, c in colors.items()]

@@ -48,6 +48,7 @@ def tiled_layer(
                     half=half,
                     col_offset=col_offsets[i] if col_offsets else 0,
                     load=i // chip.halves,
+                    run=i // chip.halves,
                 )
             )
     if row_slot is None:

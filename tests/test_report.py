@@ -90,27 +90,37 @@ def test_dense_300x600_tiles_utilization_runs_and_time_by_hand(dense_300x600) ->
     cost = program_cost(prog, vectors_per_sample(prog), batch_size=10)
     (layer,) = cost.layers
     # ceil(300/128) = 3 row chunks of 100 rows, ceil(600/256) = 3 column chunks of 200.
-    assert (layer.row_chunks, layer.col_chunks, layer.tiles) == (3, 3, 9)
-    assert layer.utilization == pytest.approx(300 * 600 / (9 * 128 * 256), rel=1e-12)
-    assert (layer.rows_used, layer.row_capacity) == (900, 9 * 128)
-    assert (layer.columns_used, layer.column_capacity) == (1800, 9 * 256)
-    # Tile k sits on half k % 2 of load k // 2: row chunk 0 holds tiles 0, 1 (load 0) and
-    # 2 (load 1); chunk 1 tiles 3 (load 1), 4, 5 (load 2); chunk 2 tiles 6, 7 (load 3), 8
-    # (load 4). Every row chunk spans two loads: 6 runs per input vector.
+    assert (layer.row_chunks, layer.col_chunks, layer.tiles, layer.copies) == (3, 3, 9, 1)
+    # Every tile owns its 200 neurons: one tile per half, two per load, five loads. A load's
+    # two tiles fire in one run (their own halves): five runs for the one input vector.
     assert layer.loads == (0, 1, 2, 3, 4) and cost.loads == 5
-    assert (layer.vectors_per_sample, layer.parts, layer.runs_per_vector) == (1, 1, 6)
-    assert layer.runs_per_sample == cost.runs_per_sample == 6
+    assert (layer.vectors_per_sample, layer.parts, layer.runs_per_cycle) == (1, 1, 5)
+    assert layer.runs_per_sample == cost.runs_per_sample == 5
+    assert layer.lower_bound_runs == 4  # 3 chunks x 600 neurons over 512; tiles of 200 need 5
+    assert (layer.rows_used, layer.columns_used) == (900, 1800)
+    assert layer.utilization == pytest.approx(300 * 600 / (1800 * 128), rel=1e-12)
+    # A run sends the events of each distinct (copy, row chunk) it holds once, to both halves.
+    tiles = prog.layers[layer.name].analog.tiles
+    events = {
+        run: 100 * len({t.rows for t in tiles if t.run == run}) for run in {t.run for t in tiles}
+    }
     sends = layer.num_sends
-    run_us = 35.0 + 100 * sends * 5 / 125.0  # all 100 rows of a chunk active
+    time_us = sum(35.0 + e * sends * 5 / 125.0 for e in events.values())
+    assert sum(events.values()) == 600  # loads mix chunks: (0,0), (0,1), (1,1), (2,2), (2)
     assert layer.active_inputs_source == ACTIVE_ASSUMED
-    assert layer.time_us_per_sample == pytest.approx(6 * run_us, rel=1e-12)
-    assert layer.energy_uj_per_sample == pytest.approx(0.3 * 6 * run_us, rel=1e-12)
+    assert layer.time_us_per_sample == pytest.approx(time_us, rel=1e-12)
+    assert layer.energy_uj_per_sample == pytest.approx(0.3 * time_us, rel=1e-12)
     # Five loads rewritten per batch of 10 samples, 1000 us each.
     assert cost.weight_write_us_per_sample == pytest.approx(5 * 1000.0 / 10)
-    assert cost.time_us_per_sample == pytest.approx(6 * run_us + 500.0)
-    assert cost.energy_uj_per_sample == pytest.approx(0.3 * (6 * run_us + 500.0))
+    assert cost.time_us_per_sample == pytest.approx(time_us + 500.0)
+    assert cost.energy_uj_per_sample == pytest.approx(0.3 * (time_us + 500.0))
     assert cost.weight_write_us_once == 0.0
-    assert cost.chip_utilization == pytest.approx(300 * 600 / (5 * 2 * 128 * 256))
+    assert cost.utilization == pytest.approx(300 * 600 / (5 * 2 * 128 * 256))
+    # the system adds the host link per run and the system's power over its time
+    assert cost.link_us_per_sample == pytest.approx(5 * 10.0)
+    system = time_us + 500.0 + 50.0
+    assert cost.system_time_us_per_sample == pytest.approx(system)
+    assert cost.system_energy_uj_per_sample == pytest.approx(0.3 * (time_us + 500.0) + 5 * system)
 
 
 def test_single_load_writes_weights_once_not_per_sample(mlp) -> None:
@@ -128,9 +138,10 @@ def test_conv_runs_per_sample_and_measured_time_by_hand(conv_split) -> None:
     report = build_report(prog, {"x": x}, seed=3)
     (c,) = report.cost.layers
     assert (c.op, c.kernel, c.in_features, c.out_features) == ("conv", (3, 3), 180, 8)
-    # (6 - 3 + 1)^2 = 16 output positions x ceil(180/128) = 2 row chunks x 2 parts (split).
-    assert (c.vectors_per_sample, c.row_chunks, c.parts) == (16, 2, 2)
-    assert c.runs_per_sample == 16 * 2 * 2
+    # (6 - 3 + 1)^2 = 16 output positions x ceil(180/128) = 2 row chunks x 2 parts (split):
+    # the two chunks of 90 rows fire together, one on each half: 32 runs, the chip's bound.
+    assert (c.vectors_per_sample, c.row_chunks, c.parts, c.copies) == (16, 2, 2, 1)
+    assert c.runs_per_sample == c.lower_bound_runs == 16 * 2
     # Mean non-zero chip inputs per run, per part and row chunk, computed here.
     rows = rows_of(layer, torch.from_numpy(x))
     scale = layer.input_scale
@@ -143,7 +154,8 @@ def test_conv_runs_per_sample_and_measured_time_by_hand(conv_split) -> None:
     assert c.active_inputs_source == ACTIVE_MEASURED
     assert np.allclose(c.active_inputs, expected, rtol=1e-9)
     sends = layer.analog.num_sends
-    time_us = 16 * sum(35.0 + n * sends * 5 / 125.0 for part in expected for n in part)
+    # each run sends both chunks' events (the mean over the two parts)
+    time_us = 32 * 35.0 + 16 * sum(n * sends * 5 / 125.0 for part in expected for n in part)
     assert c.time_us_per_sample == pytest.approx(time_us, rel=1e-9)
 
 
@@ -155,8 +167,10 @@ def test_grouped_conv_counts_only_its_diagonal_blocks_as_weights(tmp_path: Path)
     prog = anacc.compile(path, calib={"x": rng.uniform(0, 1, (16, 8, 5, 5)).astype(np.float32)})
     (c,) = program_cost(prog, vectors_per_sample(prog)).layers
     assert (c.in_features, c.out_features, c.vectors_per_sample) == (72, 8, 9)
-    assert c.weights == 8 * 4 * 3 * 3
-    assert c.utilization == pytest.approx(288 / (128 * 256), rel=1e-12)
+    # one copy of 72 rows fits a half: two copies per run, 9 positions in 5 runs
+    assert (c.copies, c.runs_per_sample) == (2, 5)
+    assert c.weights == 2 * 8 * 4 * 3 * 3  # the zero blocks are no weights
+    assert c.utilization == pytest.approx(2 * 288 / (2 * 8 * 128), rel=1e-12)
 
 
 def test_noise_free_emulator_keeps_the_chip_instance_and_drops_all_noise() -> None:
@@ -279,7 +293,9 @@ def test_json_schema_keys_and_types(mlp, mlp_test) -> None:
         "utilization": float,
         "vectors_per_sample": int,
         "parts": int,
-        "runs_per_vector": int,
+        "copies": int,
+        "runs_per_cycle": int,
+        "lower_bound_runs": int,
         "runs_per_sample": int,
         "num_sends": int,
         "input_scale": float,
@@ -343,7 +359,8 @@ def test_text_report_lists_layers_totals_and_budget(mlp, mlp_test) -> None:
     text = render_text(build_report(mlp, mlp_test, max_samples=32))
     for name in mlp.layers:
         assert text.count(name) >= 3  # mapping, encoding and budget tables
-    assert "Totals: 2 tiles on 1 chip load(s)" in text
+    assert "Totals (time placement): " in text and "on 1 chip load(s)" in text
+    assert "System (host link" in text and "Chip only: latency" in text
     assert "Top-1 accuracy: ideal" in text and "SNR dB" in text
 
 

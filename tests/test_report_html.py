@@ -84,7 +84,7 @@ def test_plots_are_labelled(cnn_report) -> None:
             assert label in texts, (plot, label)
     for layer in cnn_report.tiles:
         assert f">{layer}</text>" in plots["tile-placement"], layer  # the legend
-        assert f"<title>{layer} tile 0:" in plots["tile-placement"]
+        assert f"<title>{layer} copy 0 tile 0 (run 0):" in plots["tile-placement"]
 
 
 def test_tiles_sit_where_the_mapping_places_them(cnn_report) -> None:
@@ -101,7 +101,8 @@ def test_tiles_sit_where_the_mapping_places_them(cnn_report) -> None:
                 t.col_offset / chip.columns_per_half, abs=1e-3
             )
             assert (x1 - x0) / width == pytest.approx(t.n_cols / chip.columns_per_half, abs=1e-3)
-            assert (y0 - hy0) / height == pytest.approx(0.0, abs=1e-3)  # row 0 on top
+            first = t.row_offset * chip.rows_per_signed_weight  # row 0 on top
+            assert (y0 - hy0) / height == pytest.approx(first / chip.rows_per_half, abs=1e-3)
             rows = t.n_rows * chip.rows_per_signed_weight
             assert (y1 - y0) / height == pytest.approx(rows / chip.rows_per_half, abs=1e-3)
 

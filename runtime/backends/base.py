@@ -91,33 +91,42 @@ class LayerCache:
 
 @dataclass(frozen=True)
 class ChunkLayout:
-    """The row chunks of a layer as one padded batch, and where each tile sits on the chip.
+    """A layer's runs as one padded batch, and where each of its tiles sits on the chip.
 
-    - ``row_chunks``: the layer's row chunks ``(start, stop)``, in order; ``R`` of them.
-    - ``gather``: ``(R, n_max)`` logical input row of each padded position (a chunk's rows in
-      order, then padding that points at ``in_features``, a zero input).
-    - ``valid``: ``(R, n_max)`` bool, False on padding.
-    - ``slot``: ``(R, n_max)`` row-pair slot of each position (0 on padding).
-    - ``time_order``: ``(R, n_max)`` positions sorted by slot, i.e. in the order the chip sends
+    A *unit* is one row chunk of one copy of the layer: unit ``u = k * R + r`` is chunk ``r``
+    of copy ``k`` (``R`` row chunks, ``copies`` copies); input vector ``b`` runs on copy
+    ``b % copies``. A backend that models the physical chip runs every unit on its own
+    synapses; one that does not sees a single copy.
+
+    - ``row_chunks``: per unit, its chunk's input rows ``(start, stop)``; ``U`` of them.
+    - ``gather``: ``(U, n_max)`` logical input row of each padded position (the chunk's rows
+      in order, then padding that points at ``in_features``, a zero input).
+    - ``valid``: ``(U, n_max)`` bool, False on padding.
+    - ``slot``: ``(U, n_max)`` row-pair slot of each position within its tile (0 on padding).
+    - ``time_order``: ``(U, n_max)`` positions sorted by slot, i.e. in the order the chip sends
       their events (padding last).
-    - ``half`` / ``neuron``: ``(R, out_features)`` the chip half and physical neuron (column
-      of that half) that computes output column ``c`` in run ``r``.
+    - ``half`` / ``neuron`` / ``row_base``: ``(U, out_features)`` the chip half, the physical
+      neuron and the first row-pair slot of the tile that computes output column ``c`` of
+      unit ``u``: position ``i`` of that column sits on row pair ``row_base + slot[i]``.
     - ``memo``: what a backend derives from the layout alone (it lives as long as the layout).
     """
 
     in_features: int
     out_features: int
     row_chunks: tuple[tuple[int, int], ...]
+    copies: int
     gather: torch.Tensor
     valid: torch.Tensor
     slot: torch.Tensor
     time_order: torch.Tensor
     half: torch.Tensor
     neuron: torch.Tensor
+    row_base: torch.Tensor
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_chunks(self) -> int:
+        """Units: row chunks times copies."""
         return len(self.row_chunks)
 
     @property
@@ -126,26 +135,51 @@ class ChunkLayout:
 
     @property
     def chunk_rows(self) -> torch.Tensor:
-        """``(R,)`` number of real rows per chunk."""
+        """``(U,)`` number of real rows per unit."""
         return self.valid.sum(1)
 
     def chunk_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_features)`` -> ``(R, B, n_max)``, zero on padding (may be a view of x)."""
+        """``(B, in_features)`` -> ``(U, ceil(B / copies), n_max)``, zero on padding (maybe a
+        view of x): unit ``k * R + r`` gets chunk ``r`` of vectors ``k, k + copies, ...``."""
+        k = self.copies
+        if k > 1:
+            groups = -(-x.shape[0] // k)
+            if groups * k != x.shape[0]:
+                x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
+            per_copy = x.view(groups, k, -1).transpose(0, 1)  # (K, G, in)
+            chunks = self._chunks(per_copy.reshape(k * groups, -1), self.n_chunks // k)
+            r = self.n_chunks // k
+            return (
+                chunks.view(r, k, groups, self.n_max)
+                .transpose(0, 1)
+                .reshape(self.n_chunks, groups, self.n_max)
+            )
+        return self._chunks(x, self.n_chunks)
+
+    def _chunks(self, x: torch.Tensor, n_chunks: int) -> torch.Tensor:
+        """Rows ``(B, in)`` -> the first ``n_chunks`` units' chunks ``(n_chunks, B, n_max)``."""
         batch = x.shape[0]
-        if self.n_chunks * self.n_max == self.in_features:
-            return x.reshape(batch, self.n_chunks, self.n_max).transpose(0, 1)
+        gather = self.gather[:n_chunks]
+        if n_chunks * self.n_max == self.in_features:
+            return x.reshape(batch, n_chunks, self.n_max).transpose(0, 1)
         padded = torch.nn.functional.pad(x, (0, 1))
-        flat = padded.index_select(1, self.gather.reshape(-1))
-        return flat.view(batch, self.n_chunks, self.n_max).transpose(0, 1)
+        flat = padded.index_select(1, gather.reshape(-1))
+        return flat.view(batch, n_chunks, self.n_max).transpose(0, 1)
+
+    def unit_outputs(self, out: torch.Tensor, batch: int) -> torch.Tensor:
+        """Run-major reads ``(U, ceil(B / copies), C)`` -> ``(B, R, C)`` (maybe a view)."""
+        k = self.copies
+        if k == 1:
+            return out.permute(1, 0, 2)
+        r = self.n_chunks // k
+        groups = out.shape[1]
+        per_vector = out.view(k, r, groups, -1).permute(2, 0, 1, 3)  # (G, K, R, C)
+        return per_vector.reshape(groups * k, r, -1)[:batch]
 
     def chunk_weights(self, weight: np.ndarray) -> torch.Tensor:
-        """``(in_features, out_features)`` -> ``(R, n_max, out_features)`` float32, zero pad,
+        """``(in_features, out_features)`` -> ``(U, n_max, out_features)`` float32, zero pad,
         contiguous and not sharing memory with ``weight``."""
         w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
-        if self.n_chunks * self.n_max == self.in_features:
-            if isinstance(weight, np.ndarray) and weight.dtype == np.float32:
-                w = w.clone()  # ascontiguousarray may have returned weight itself
-            return w.view(self.n_chunks, self.n_max, w.shape[1])
         padded = torch.cat([w, w.new_zeros(1, w.shape[1])])
         rows = padded.index_select(0, self.gather.reshape(-1))
         return rows.view(self.n_chunks, self.n_max, w.shape[1])
@@ -182,11 +216,12 @@ def mapping_key(layer: AnalogLayer) -> tuple:
     return (layer.weight.shape, layer.tiles, _Same(layer.row_slot))
 
 
-def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
-    """Check the layer's tiling against the chip and lay its row chunks out for batching.
+def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec, physical: bool = True) -> ChunkLayout:
+    """Check the layer's tiling against the chip and lay its units out for batching; with
+    ``physical=False`` a single copy (the arithmetic does not depend on where tiles sit).
 
-    The tiling must be a grid: row chunks partition the input rows, and the tiles of each
-    row chunk partition the output columns. These are compiler invariants, hence asserts.
+    Every copy's tiles must be a grid: row chunks partition the input rows, and the tiles of
+    each row chunk partition the output columns. These are compiler invariants, hence asserts.
     """
     chunks = tuple(layer.row_chunks)
     n_in, n_out = layer.in_features, layer.out_features
@@ -197,6 +232,8 @@ def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
     max_rows = chip.signed_inputs_per_run
     assert all(0 < stop - start <= max_rows for start, stop in chunks), "row chunk too large"
     n_max = max(stop - start for start, stop in chunks)
+    copies = layer.copies if physical else 1
+    n_units = copies * len(chunks)
 
     row_slot = np.asarray(layer.row_slot).astype(np.int64)
     assert row_slot.shape == (n_in,), "row_slot needs one slot per input row"
@@ -205,43 +242,57 @@ def build_chunk_layout(layer: AnalogLayer, chip: ChipSpec) -> ChunkLayout:
     time_order = np.tile(np.arange(n_max), (len(chunks), 1))
     for r, (start, stop) in enumerate(chunks):
         slots = row_slot[start:stop]
-        assert slots.min() >= 0 and slots.max() < max_rows, "row_slot out of range"
+        assert slots.min() >= 0 and slots.max() < stop - start, "row_slot out of range"
         assert np.unique(slots).size == slots.size, "two rows share a row-pair slot"
         gather[r, : stop - start] = np.arange(start, stop)
         slot[r, : stop - start] = slots
         time_order[r, : stop - start] = np.argsort(slots, kind="stable")
-    half = np.full((len(chunks), n_out), -1, dtype=np.int64)
-    neuron = np.full((len(chunks), n_out), -1, dtype=np.int64)
+    half = np.full((n_units, n_out), -1, dtype=np.int64)
+    neuron = np.full((n_units, n_out), -1, dtype=np.int64)
+    row_base = np.zeros((n_units, n_out), dtype=np.int64)
     chunk_index = {c: r for r, c in enumerate(chunks)}
     for tile in layer.tiles:
-        r = chunk_index[tile.rows]
+        if tile.copy >= copies:
+            continue
+        u = tile.copy * len(chunks) + chunk_index[tile.rows]
         c0, c1 = tile.cols
         assert 0 <= tile.half < chip.halves, f"tile {tile.index}: no half {tile.half}"
         assert tile.n_cols <= chip.outputs_per_run, f"tile {tile.index}: too many columns"
         assert tile.col_offset >= 0 and tile.col_offset + tile.n_cols <= chip.columns_per_half, (
             f"tile {tile.index}: columns outside the half"
         )
-        assert (half[r, c0:c1] == -1).all(), f"tile {tile.index} overlaps another tile"
-        half[r, c0:c1] = tile.half
-        neuron[r, c0:c1] = tile.col_offset + np.arange(tile.n_cols)
+        assert tile.row_offset >= 0 and tile.row_offset + tile.n_rows <= max_rows, (
+            f"tile {tile.index}: rows outside the half"
+        )
+        assert (half[u, c0:c1] == -1).all(), f"tile {tile.index} overlaps another tile"
+        half[u, c0:c1] = tile.half
+        neuron[u, c0:c1] = tile.col_offset + np.arange(tile.n_cols)
+        row_base[u, c0:c1] = tile.row_offset
     assert (half >= 0).all(), "tiles must cover every output column of every row chunk"
+    tile_rows = lambda a: np.tile(a, (copies, 1))  # noqa: E731 - per unit, copies repeat
     return ChunkLayout(
         in_features=n_in,
         out_features=n_out,
-        row_chunks=chunks,
-        gather=torch.from_numpy(gather),
-        valid=torch.from_numpy(gather < n_in),
-        slot=torch.from_numpy(slot),
-        time_order=torch.from_numpy(time_order),
+        row_chunks=chunks * copies,
+        copies=copies,
+        gather=torch.from_numpy(tile_rows(gather)),
+        valid=torch.from_numpy(tile_rows(gather) < n_in),
+        slot=torch.from_numpy(tile_rows(slot)),
+        time_order=torch.from_numpy(tile_rows(time_order)),
         half=torch.from_numpy(half),
         neuron=torch.from_numpy(neuron),
+        row_base=torch.from_numpy(row_base),
     )
 
 
 class AnalogBackend(Backend):
-    """A backend that runs integer inputs through the chip's analog runs (``mac``)."""
+    """A backend that runs integer inputs through the chip's analog runs (``mac``).
+
+    ``physical`` backends model where each tile sits (every copy of a layer on its own
+    synapses); the others see one copy of each layer."""
 
     quantizes: ClassVar[bool] = True
+    physical: ClassVar[bool] = True
 
     def __init__(self, chip: ChipSpec, profile: Profile) -> None:
         super().__init__(chip, profile)
@@ -253,7 +304,7 @@ class AnalogBackend(Backend):
         once per layer version."""
         self._checked.get(layer, layer.version, lambda: check_weights(layer, self.chip))
         return self._layouts.get(
-            layer, mapping_key(layer), lambda: build_chunk_layout(layer, self.chip)
+            layer, mapping_key(layer), lambda: build_chunk_layout(layer, self.chip, self.physical)
         )
 
     def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
@@ -271,11 +322,11 @@ class AnalogBackend(Backend):
             f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
         )
         with torch.no_grad():
-            out = self._run(layer, layout, layout.chunk_inputs(x_q))
-        assert out.shape == (x_q.shape[0], layout.n_chunks, layer.out_features)
+            out = layout.unit_outputs(self._run(layer, layout, layout.chunk_inputs(x_q)), len(x_q))
+        assert out.shape == (x_q.shape[0], len(layer.row_chunks), layer.out_features)
         return out
 
     @abstractmethod
     def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
-        """Chunked inputs ``(R, B, n_max)`` (maybe a strided view) -> ``(B, R, out_features)``
-        (may be a view of a run-major ``(R, B, out_features)`` tensor)."""
+        """Unit inputs ``(U, G, n_max)`` (maybe a strided view) -> reads ``(U, G,
+        out_features)``, run-major."""

@@ -242,7 +242,7 @@ class EmulatorBackend(AnalogBackend):
             self._soft_saturation(out, fixed)
         if highest > self.chip.adc_max or lowest < self.chip.adc_min:
             out.clamp_(self.chip.adc_min, self.chip.adc_max)
-        return out.round_().permute(1, 0, 2)
+        return out.round_()
 
     def _dynamic_saturation(
         self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
@@ -288,7 +288,8 @@ class EmulatorBackend(AnalogBackend):
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
         chip = self.chip
         # positive part on the last row of the slot's pair, negative part on the first
-        row = chip.rows_per_signed_weight * layout.slot.unsqueeze(2)  # (R, n_max, 1)
+        slot = layout.slot.unsqueeze(2) + layout.row_base.unsqueeze(1)  # (U, n_max, C)
+        row = chip.rows_per_signed_weight * slot
         row = torch.stack([row + chip.rows_per_signed_weight - 1, row])
         physical = (layout.half.unsqueeze(1) * chip.rows_per_half + row) * chip.columns_per_half
         return self.instance.synapse_gain.reshape(-1).take(physical + layout.neuron.unsqueeze(1))

@@ -22,6 +22,7 @@ class QuantizedBackend(AnalogBackend):
     """Integer multiply-accumulate, nominal gain, per-run int8 clamp; see the module docstring."""
 
     name: ClassVar[str] = "quantized"
+    physical: ClassVar[bool] = False
 
     def __init__(self, chip: ChipSpec, profile: Profile) -> None:
         super().__init__(chip, profile)
@@ -37,4 +38,4 @@ class QuantizedBackend(AnalogBackend):
         acc = torch.bmm(xc, weights)  # (R, B, C), run-major like the chip's runs
         scaled = acc.to(torch.float64).mul_(self.profile.gain_per_send * layer.num_sends)
         scaled.round_().clamp_(self.chip.adc_min, self.chip.adc_max)
-        return acc.copy_(scaled).permute(1, 0, 2)
+        return acc.copy_(scaled)
