@@ -7,6 +7,8 @@ Tables (each module's docstring says exactly what it measures):
 - ``compile``: compile time and peak memory against model size (bench_compile)
 - ``finetune``: one fine-tuning epoch against one torch FP32 epoch (bench_finetune)
 - ``accuracy``: test accuracy per backend, profile and fine-tuning (bench_accuracy)
+- ``mapping``: runs, loads, utilization, time and energy per sample, naive against the time
+  placement, with the emulator's accuracy (bench_mapping)
 
 Every time is a median over repetitions after a warm-up, stated as a ratio to a reference
 measured in the same process run. Everything runs on one thread by default (torch, the
@@ -34,6 +36,7 @@ import bench_compile
 import bench_finetune
 import bench_inference
 import bench_layer
+import bench_mapping
 from _common import machine_info, set_threads
 
 TITLES = {
@@ -42,6 +45,7 @@ TITLES = {
     "compile": "Compile: time and peak RSS above the import baseline against model size",
     "finetune": "Fine-tuning: one epoch of finetune (emulator) vs one torch FP32 epoch",
     "accuracy": "Accuracy on the test split",
+    "mapping": "Mapping: anacc 0.1's naive placement vs the time placement, one chip",
 }
 
 
@@ -55,6 +59,7 @@ def tables(quick: bool) -> dict[str, tuple[Callable[[], dict], Callable[[dict], 
         "compile": (lambda: bench_compile.run(quick), bench_compile.table),
         "finetune": (lambda: bench_finetune.run(quick, 1 if quick else 3), bench_finetune.table),
         "accuracy": (lambda: bench_accuracy.run(quick), bench_accuracy.table),
+        "mapping": (lambda: bench_mapping.run(quick), bench_mapping.table),
     }
 
 
