@@ -20,6 +20,7 @@ from anacc.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+# kws_lstm is left out: LSTM lowering is pending (its compile path is being built separately).
 BUNDLED = {
     "digits_mlp": "digits",
     "digits_cnn": "digits_img",

@@ -72,6 +72,34 @@ SHIPPED = (
         0.9720,
         {"train": 3244, "val": 500, "calib": 256, "test": 1000},
     ),
+    Shipped(
+        "kws_lstm",
+        "kws",
+        (40, 16),
+        (
+            # zero initial states shaped from the batch size
+            "Shape",
+            "Constant",
+            "Gather",
+            "Constant",
+            "Constant",
+            "Unsqueeze",
+            "Constant",
+            "Concat",
+            "ConstantOfShape",
+            # batch first -> time first, the LSTM, the last time step, the classifier
+            "Transpose",
+            "LSTM",
+            "Constant",
+            "Squeeze",
+            "Transpose",
+            "Constant",
+            "Gather",
+            "Gemm",
+        ),
+        0.9450,
+        {"train": 3744, "val": 500, "calib": 256, "test": 1000},
+    ),
 )
 IDS = [s.name for s in SHIPPED]
 
@@ -165,11 +193,14 @@ def test_digits_inputs_are_pixels_over_16_and_mnist1d_inputs_are_signed() -> Non
     assert load_split("mnist1d", "train")["input"].min() < 0.0
 
 
-def test_mnist_inputs_are_pixels_over_255() -> None:
+def test_mnist_inputs_are_pixels_over_255_and_kws_inputs_a_signed_sixteenth_grid() -> None:
     for split in ("train", "val", "calib", "test"):
         pixels = load_split("mnist", split)["input"].astype(np.float64) * 255
         assert pixels.min() == 0.0 and pixels.max() == 255.0
         np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
+        features = load_split("kws", split)["input"]
+        np.testing.assert_array_equal(features * 16, np.round(features * 16))
+        assert features.min() < 0.0 < features.max()
 
 
 def test_digits_mlp_matches_a_float64_numpy_forward_pass() -> None:
