@@ -36,6 +36,8 @@ models: $(STAMP)
 	$(PY) models/train_digits_mlp.py
 	$(PY) models/train_digits_cnn.py
 	$(PY) models/train_mnist1d_mlp.py
+	$(PY) models/train_bss2_mnist.py
+	$(PY) models/train_kws_lstm.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from onnx import numpy_helper
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DATA = MODELS / "data"
-SPLITS = ("train", "calib", "test")
+SPLITS = ("train", "calib", "test")  # every model has these; some also have "val"
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,18 @@ class Shipped:
     sample_shape: tuple[int, ...]
     ops: tuple[str, ...]
     test_accuracy: float  # as stated in models/README.md
-    split_sizes: tuple[int, int, int]
+    split_sizes: dict[str, int]
 
 
 SHIPPED = (
-    Shipped("digits_mlp", "digits", (64,), ("Gemm", "Relu", "Gemm"), 0.9778, (1309, 128, 360)),
+    Shipped(
+        "digits_mlp",
+        "digits",
+        (64,),
+        ("Gemm", "Relu", "Gemm"),
+        0.9778,
+        {"train": 1309, "calib": 128, "test": 360},
+    ),
     Shipped(
         "digits_cnn",
         "digits_img",
@@ -46,7 +54,7 @@ SHIPPED = (
             "Gemm",
         ),
         0.9944,
-        (1309, 128, 360),
+        {"train": 1309, "calib": 128, "test": 360},
     ),
     Shipped(
         "mnist1d_mlp",
@@ -54,7 +62,43 @@ SHIPPED = (
         (40,),
         ("Gemm", "BatchNormalization", "Relu", "Gemm", "BatchNormalization", "Relu", "Gemm"),
         0.8600,
-        (11744, 256, 2000),
+        {"train": 11744, "calib": 256, "test": 2000},
+    ),
+    Shipped(
+        "bss2_mnist",
+        "mnist",
+        (1, 28, 28),
+        ("Conv", "Relu", "Flatten", "Gemm", "Relu", "Gemm"),
+        0.9720,
+        {"train": 3244, "val": 500, "calib": 256, "test": 1000},
+    ),
+    Shipped(
+        "kws_lstm",
+        "kws",
+        (40, 16),
+        (
+            # zero initial states shaped from the batch size
+            "Shape",
+            "Constant",
+            "Gather",
+            "Constant",
+            "Constant",
+            "Unsqueeze",
+            "Constant",
+            "Concat",
+            "ConstantOfShape",
+            # batch first -> time first, the LSTM, the last time step, the classifier
+            "Transpose",
+            "LSTM",
+            "Constant",
+            "Squeeze",
+            "Transpose",
+            "Constant",
+            "Gather",
+            "Gemm",
+        ),
+        0.9450,
+        {"train": 3744, "val": 500, "calib": 256, "test": 1000},
     ),
 )
 IDS = [s.name for s in SHIPPED]
@@ -112,7 +156,8 @@ def test_test_accuracy_is_the_documented_one(model: Shipped) -> None:
 
 @pytest.mark.parametrize("model", SHIPPED, ids=IDS)
 def test_npz_splits_hold_float32_input_and_int64_labels(model: Shipped) -> None:
-    for split, size in zip(SPLITS, model.split_sizes, strict=True):
+    assert set(SPLITS) <= set(model.split_sizes) <= {*SPLITS, "val"}
+    for split, size in model.split_sizes.items():
         assert (DATA / f"{model.dataset}_{split}.npz").stat().st_size < 2_000_000
         arrays = load_split(model.dataset, split)
         assert sorted(arrays) == ["input", "labels"]
@@ -127,13 +172,12 @@ def test_npz_splits_hold_float32_input_and_int64_labels(model: Shipped) -> None:
 def test_splits_share_no_sample(model: Shipped) -> None:
     rows = {
         split: {row.tobytes() for row in load_split(model.dataset, split)["input"]}
-        for split in SPLITS
+        for split in model.split_sizes
     }
-    for split, size in zip(SPLITS, model.split_sizes, strict=True):
+    for split, size in model.split_sizes.items():
         assert len(rows[split]) == size
-    assert not rows["train"] & rows["test"]
-    assert not rows["train"] & rows["calib"]
-    assert not rows["calib"] & rows["test"]
+    for a, b in itertools.combinations(model.split_sizes, 2):
+        assert not rows[a] & rows[b], (a, b)
 
 
 def test_digits_inputs_are_pixels_over_16_and_mnist1d_inputs_are_signed() -> None:
@@ -147,6 +191,16 @@ def test_digits_inputs_are_pixels_over_16_and_mnist1d_inputs_are_signed() -> Non
         assert flat["input"].min() >= 0.0 and flat["input"].max() <= 1.0
         np.testing.assert_array_equal(flat["input"] * 16, np.round(flat["input"] * 16))
     assert load_split("mnist1d", "train")["input"].min() < 0.0
+
+
+def test_mnist_inputs_are_pixels_over_255_and_kws_inputs_a_signed_sixteenth_grid() -> None:
+    for split in ("train", "val", "calib", "test"):
+        pixels = load_split("mnist", split)["input"].astype(np.float64) * 255
+        assert pixels.min() == 0.0 and pixels.max() == 255.0
+        np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
+        features = load_split("kws", split)["input"]
+        np.testing.assert_array_equal(features * 16, np.round(features * 16))
+        assert features.min() < 0.0 < features.max()
 
 
 def test_digits_mlp_matches_a_float64_numpy_forward_pass() -> None:
