@@ -19,12 +19,12 @@ import anacc
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-# kws_lstm is left out: LSTM lowering is pending (its compile path is being built separately).
 BUNDLED = {
     "digits_mlp": "digits",
     "digits_cnn": "digits_img",
     "mnist1d_mlp": "mnist1d",
     "bss2_mnist": "mnist",
+    "kws_lstm": "kws",
 }
 
 
@@ -67,7 +67,7 @@ def fp32_accuracy(name: str) -> float:
     return float((logits.argmax(1) == test["labels"]).mean())
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "bss2_mnist"])
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "bss2_mnist", "kws_lstm"])
 def test_quantized_backend_is_within_1_5_points_of_fp32(compiled, name):
     result = run_program(compiled[name], split(BUNDLED[name], "test"), backend="quantized")
     assert result.accuracy >= fp32_accuracy(name) - 0.015
