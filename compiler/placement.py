@@ -255,7 +255,10 @@ def _pack(
         if i in split:
             stage_start = len(loads)
         placed = None
+        demand = copies[d.name] * len(d.row_chunks) * d.out_features
         for load in range(stage_start, len(loads)):
+            if demand > geo.halves * geo.cols - sum(loads[load].used):
+                continue  # cannot fit whole: a layer only shares a load it fits into
             trial = [_Load(list(x.used)) for x in loads]
             attempt = _place_layer(d, copies[d.name], geo, trial, load)
             if attempt is not None and len(trial) == len(loads):
