@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,23 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from zoo_util import load_zoo
 
-ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
-
-
-def _load_zoo():
-    """Import models/zoo as the package ``zoo`` without putting the repository root on sys.path."""
-    if "zoo" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "zoo", ZOO_DIR / "__init__.py", submodule_search_locations=[str(ZOO_DIR)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["zoo"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["zoo"]
-
-
-zoo = _load_zoo()
+zoo = load_zoo()
 TEST_FAMILY = [name for name, entry in zoo.ZOO.items() if entry.family == "test"]
 TOLERANCE = 1e-4
 # Parameter counts of the papers' (or their reference implementations') 1000-class models;
