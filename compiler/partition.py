@@ -207,9 +207,34 @@ def placement(graph: Graph, node: Node) -> Placement:
         return Placement(DIGITAL, why) if why else Placement(ANALOG, "recurrent weights")
     if node.domain == "" and node.op == "BatchNormalization" and _folds_into_layer(graph, node):
         return Placement(FOLDED, "folded into the analog layer before it")
+    if node.domain == "" and node.op == "Add" and _bias_of_layer(graph, node):
+        return Placement(FOLDED, "bias of the analog layer before it")
     if op.shape_op:
         return Placement(DIGITAL, "shape op")
     return Placement(DIGITAL, "no analog form")
+
+
+def _bias_of_layer(graph: Graph, add: Node) -> bool:
+    """The canonicalize pass's condition: an Add of a constant, one value per output column,
+    that is the only reader of an analog MatMul's output."""
+    if len(add.inputs) != 2:
+        return False
+    for x, c in (add.inputs, tuple(reversed(add.inputs))):
+        producer = graph.producer(x)
+        if producer is None or producer.domain or producer.op != "MatMul":
+            continue
+        const = graph.initializers.get(c)
+        if const is None or len(graph.consumers(x)) != 1 or graph.is_graph_output(x):
+            continue
+        weight = next(
+            (graph.initializers[t] for t in producer.inputs if graph.is_constant(t)), None
+        )
+        if weight is None or weight.ndim != 2 or not placement(graph, producer).analog:
+            continue
+        out = weight.shape[1] if graph.is_constant(producer.inputs[1]) else weight.shape[0]
+        if const.size in (1, out) and const.shape[-1:] in ((), (1,), (out,)):
+            return True
+    return False
 
 
 def _folds_into_layer(graph: Graph, bn: Node) -> bool:

@@ -98,6 +98,19 @@ def test_cnn_params_and_macs_follow_the_hand_formulas(cnn_path: Path) -> None:
     assert totals.analog_share == 1.0
 
 
+def test_an_add_is_a_bias_only_when_it_alone_reads_the_layer(tmp_path: Path) -> None:
+    """A MatMul whose output another node also reads keeps its Add digital: the canonicalize
+    pass cannot fold the bias into the layer without changing what the other node sees."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+        helper.make_node("Mul", ["m", "a"], ["y"], name="mix"),
+    ]
+    path = _save(nodes, [6], [4], [_weight("w", 6, 4), _weight("b", 4)], tmp_path / "m.onnx")
+    rows = {r.node: r for r in inspect_graph(load_model(path)).rows}
+    assert (rows["fc"].placement, rows["bias"].placement) == ("analog", "digital")
+
+
 def test_mlp_params_and_macs_follow_the_hand_formulas(mlp_path: Path) -> None:
     report = inspect_graph(load_model(mlp_path))
     rows = {r.node: r for r in report.rows}
@@ -106,11 +119,13 @@ def test_mlp_params_and_macs_follow_the_hand_formulas(mlp_path: Path) -> None:
         784 * 32,
         "analog",
     )
+    # the bias Add is the canonicalize pass's: it folds into the analog layer before it
     assert (rows["bias1"].params, rows["bias1"].macs, rows["bias1"].placement) == (
         32,
         0,
-        "digital",
+        "folded",
     )
+    assert rows["bias1"].reason == "bias of the analog layer before it"
     assert (rows["fc2"].params, rows["fc2"].macs) == (32 * 10 + 10, 32 * 10)
     assert report.totals.params == 784 * 32 + 32 + 32 * 10 + 10
     assert report.totals.macs == 784 * 32 + 32 * 10

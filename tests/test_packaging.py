@@ -47,7 +47,7 @@ def test_wheel_maps_the_top_level_folders_into_the_anacc_package(wheel):
         "anacc/compiler/ir.py",
         "anacc/compiler/chips/bss2.toml",
         "anacc/passes/tile.py",
-        "anacc/runtime/executor.py",
+        "anacc/runtime/interpreter.py",
         "anacc/runtime/backends/emulator.py",
     ):
         assert expected in names, expected
