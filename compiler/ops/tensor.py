@@ -318,7 +318,8 @@ def _scatter_nd(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
         out.index_add_(0, flat, rows)
     else:
         reduce = {"mul": "prod", "max": "amax", "min": "amin"}[reduction]
-        out.index_reduce_(0, flat, rows, reduce)
+        where = flat.reshape(-1, *[1] * (rows.dim() - 1)).expand_as(rows)
+        out = out.scatter_reduce(0, where, rows, reduce)
     return [out.reshape(x.shape)]
 
 
