@@ -126,8 +126,8 @@ class SuiteRun:
 def _array(item: object) -> np.ndarray | None:
     if isinstance(item, onnx.TensorProto):
         return numpy_helper.to_array(item)
-    if isinstance(item, np.ndarray):
-        return item
+    if isinstance(item, (np.ndarray, np.generic)):
+        return np.asarray(item)
     return None  # sequences, maps, optionals
 
 

@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import node_suite  # noqa: E402
 
 # Shares measured with onnx 1.23.2, onnxruntime 1.32.0, torch 2.13.0 (docs/ops.md): anacc
-# 99.3 %, the torch path 90.8 %, node by node 84.8 %; the floors sit a little below.
+# 99.3 %, the torch path 90.9 %, node by node 80.8 %; the floors sit a little below.
 MIN_ANACC_SHARE = 0.95
 MIN_TORCH_PATH_SHARE = 0.88
-MIN_NODE_BY_NODE_SHARE = 0.82
+MIN_NODE_BY_NODE_SHARE = 0.78
 
 # module of onnx.backend.test.case.node -> cases from it, each for a path that once failed
 SMOKE = {
@@ -42,6 +42,8 @@ SMOKE = {
     "convtranspose": ["test_convtranspose_output_shape"],
     "lpnormalization": ["test_l2normalization_axis_0"],
     "mod": ["test_mod_float_edge_cases_fmod_0_float32"],  # refused: NaN/Inf input data
+    "rangeop": ["test_range_float_type_positive_delta_expanded"],  # scalar inputs (a Loop)
+    "scan": ["test_scan9_scalar"],  # a scalar input and output
 }
 
 
@@ -108,7 +110,7 @@ def test_node_suite_reproduces_through_anacc_and_the_torch_forms(tmp_path: Path)
     cases = node_suite.reproduced_cases()
     run = node_suite.run_suite(cases, tmp_path)
     summary = "\n".join(run.summary())
-    assert run.kept >= 600, summary  # the suite is all there
+    assert run.kept >= 700, summary  # the suite is all there
 
     refused = set(run.refused)
     documented = set(node_suite.documented(_docs()))
