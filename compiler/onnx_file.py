@@ -2,9 +2,20 @@
 
 The model is read with its external data (only from plain files inside the model's folder),
 checked (protobuf parse, UTF-8 text fields, ``onnx.checker``, tensor data sizes, an optional
-parameter limit), converted to an opset anacc reads (default-domain opsets 9..21 directly;
-older ones are converted to 17, newer ones to 21, where ONNX's converter can) and shape
-inferred. Every problem is one :class:`~anacc.errors.ModelError` line that names the file.
+parameter limit), brought to an opset anacc reads and shape inferred:
+
+- default-domain opsets 9..21 are read as they are; older ones are converted to 17 with
+  ONNX's version converter;
+- newer ones are converted to 21 where the converter can (the torch forms of fine-tuning
+  follow the semantics of opsets 9..21), else kept as they are when onnxruntime runs the
+  model at its own opset (ops that exist only in newer opsets, adapters ONNX lacks): the
+  digital side runs them there;
+- ONNX's strict shape inference must accept the model, unless onnxruntime runs it: then its
+  shapes count (ONNX's inference is wrong about a few ops, e.g. the size of a ceil-mode pool
+  whose last window would start in the padding), and the frontend measures every shape in
+  onnxruntime anyway.
+
+Every problem is one :class:`~anacc.errors.ModelError` line that names the file.
 :func:`model_sha256` hashes the model with its external data; :func:`external_data_files`
 lists those files (the CLI refuses to overwrite them).
 """
@@ -36,7 +47,8 @@ _MESSAGE_CHARS = 300
 
 
 def load_onnx(path: str | os.PathLike, *, max_params: int | None = None) -> onnx.ModelProto:
-    """The validated, shape-inferred model at ``path`` in a default-domain opset 9..21."""
+    """The validated, shape-inferred model at ``path`` in an opset anacc reads (see the
+    module docstring)."""
     p, model = _read(path)
     n_params = sum(int(np.prod(t.dims, dtype=object)) for t in model.graph.initializer)
     if max_params is not None and n_params > max_params:
@@ -52,14 +64,19 @@ def load_onnx(path: str | os.PathLike, *, max_params: int | None = None) -> onnx
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"{path}: invalid ONNX model: {one_line(exc)}") from None
     _check_tensor_data(path, model)
-    model = _supported_opset(path, model)
+    model = _supported_opset(path, p, model)
     if size >= _PROTOBUF_LIMIT:
         return model
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     # Besides its own errors, inference raises ValueError for unknown element types.
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
-        raise ModelError(f"{path}: ONNX shape inference failed: {one_line(exc)}") from None
+        if _onnxruntime_error(model) is not None:
+            raise ModelError(f"{path}: ONNX shape inference failed: {one_line(exc)}") from None
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        return model
 
 
 def external_data_files(path: str | os.PathLike) -> list[Path]:
@@ -258,7 +275,22 @@ def _default_opset(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def _supported_opset(path: str | os.PathLike, model: onnx.ModelProto) -> onnx.ModelProto:
+def _onnxruntime_error(model: onnx.ModelProto | Path) -> str | None:
+    """Why onnxruntime's CPU provider cannot load ``model`` (a model or its file), or None."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    try:
+        ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        return one_line(exc)
+    return None
+
+
+def _supported_opset(path: str | os.PathLike, p: Path, model: onnx.ModelProto) -> onnx.ModelProto:
     opset = _default_opset(model)
     if opset is None:
         raise ModelError(f"{path}: the model does not import the default ONNX domain")
@@ -269,8 +301,19 @@ def _supported_opset(path: str | os.PathLike, model: onnx.ModelProto) -> onnx.Mo
         return onnx.version_converter.convert_version(model, target)
     # The converter raises plain RuntimeErrors, and others, from its C++ adapters.
     except Exception as exc:
+        converter = one_line(exc)
+    if opset < MIN_OPSET:
         raise ModelError(
-            f"{path}: opset {opset} is not supported (anacc reads opsets {MIN_OPSET}.."
-            f"{MAX_OPSET}) and converting it to opset {target} failed "
-            f"({one_line(exc)}); re-export the model with opset {target}"
-        ) from None
+            f"{path}: opset {opset} is not supported (anacc reads opsets {MIN_OPSET} and "
+            f"newer) and converting it to opset {target} failed ({converter}); re-export the "
+            f"model with opset {target}"
+        )
+    # the file itself: it holds the same model, and needs no serializing (however large)
+    runtime = _onnxruntime_error(p)
+    if runtime is None:
+        return model
+    raise ModelError(
+        f"{path}: opset {opset} is not supported: onnxruntime does not run the model at that "
+        f"opset ({runtime}) and converting it to opset {target} failed ({converter}); "
+        f"re-export the model with opset {target}"
+    )

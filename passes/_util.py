@@ -30,6 +30,7 @@ def bypass(graph: Graph, node: Node) -> bool:
     Returns False (and leaves the node) when its other outputs are used or the node is
     needed to name a graph output.
     """
+    node = graph.node(node.name)  # an earlier bypass may have rewired its input
     src, out = node.inputs[0], node.outputs[0]
     if used_outputs(graph, node) != [out] or not src:
         return False

@@ -87,7 +87,7 @@ def _forward(model: TrainingGraph, program: Program, batch: Dataset) -> torch.Te
     one run when the inputs have fixed shapes)."""
     outs = []
     for _, feeds in batch.runs(batch.samples):
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        tensors = {k: torch.from_numpy(np.require(v, requirements="C")) for k, v in feeds.items()}
         outs.append(model(tensors))
     if batch.per_sample:
         return torch.stack(outs)

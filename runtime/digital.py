@@ -25,7 +25,7 @@ from anacc.compiler.onnx_file import one_line
 from anacc.compiler.ops import lookup, run_torch
 from anacc.compiler.program import DigitalStep, Program
 
-from anacc.errors import DataError, OptionError
+from anacc.errors import DataError, OptionError, ProgramError
 
 
 def _session(proto: onnx.ModelProto, threads: int):
@@ -47,19 +47,26 @@ def region_model(
     types: Mapping[str, str],
 ) -> onnx.ModelProto:
     """An ONNX model of ``nodes`` reading ``inputs`` (and the program's constants) and
-    computing ``outputs``; ``types`` gives each boundary tensor's dtype."""
+    computing ``outputs``; ``types`` gives each boundary tensor's dtype.
+
+    A region input that is a graph input keeps the program's declared shape (the batch axis
+    symbolic): some ONNX functions need their input shapes to expand (onnxruntime refuses
+    CausalConvWithState and LinearAttention without them). The program keeps no shapes of
+    other tensors, so those inputs keep their dtype only."""
     reads = {t for n in nodes for t in n.reads}
     builder = OnnxBuilder(initializers={k: v for k, v in program.constants.items() if k in reads})
     for node in nodes:
         builder.node(node)
+    declared = {i.name: i.shape for i in program.inputs}
     proto = model(
         builder,
-        [TensorInfo(t, (), types.get(t, "float32")) for t in inputs],
+        [TensorInfo(t, declared.get(t, ()), types.get(t, "float32")) for t in inputs],
         [TensorInfo(t, (), "unknown") for t in outputs],
         program.opsets,
     )
-    for vi in proto.graph.input:  # the inputs keep their dtype, not a shape (the batch varies)
-        vi.type.tensor_type.ClearField("shape")
+    for vi in proto.graph.input:
+        if vi.name not in declared:
+            vi.type.tensor_type.ClearField("shape")
     return proto
 
 
@@ -84,7 +91,13 @@ class OrtRegions:
         for step in program.steps:
             if isinstance(step, DigitalStep):
                 proto = region_model(program, step.nodes, step.inputs, step.outputs, types)
-                self._sessions[step.name] = _session(proto, threads)
+                try:
+                    self._sessions[step.name] = _session(proto, threads)
+                except Exception as exc:  # onnxruntime raises its own untyped errors
+                    raise ProgramError(
+                        f"digital step {step.name} ({step.op}): onnxruntime cannot load it "
+                        f"({one_line(exc)}); recompile the model with this version of anacc"
+                    ) from None
 
     def run(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         feeds = {name: _as_numpy(a) for name, a in zip(step.inputs, args, strict=True)}

@@ -259,7 +259,7 @@ def measure_layers(
     }
     interp = BudgetInterpreter(program, backends)
     for _, feeds in data.runs(batch_size):
-        interp.run({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+        interp.run({k: torch.from_numpy(np.require(v, requirements="C")) for k, v in feeds.items()})
     return tuple(a.result() for a in interp.acc.values())
 
 

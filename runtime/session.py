@@ -207,7 +207,9 @@ class Session:
             it = tqdm(runs, desc=f"run ({self.backend.name})", unit="batch", leave=False)
         with torch.no_grad():
             for _, feeds in it:
-                tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+                tensors = {
+                    k: torch.from_numpy(np.require(v, requirements="C")) for k, v in feeds.items()
+                }
                 for k, v in interp.run(tensors).items():
                     collected[k].append(v.numpy())
         outputs = {o.name: self._join(o.name, collected[o.name], data) for o in program.outputs}

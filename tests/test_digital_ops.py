@@ -456,6 +456,93 @@ def _misc_cases() -> list[Case]:
     ]
 
 
+def _floats(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32)
+
+
+def _resample_cases() -> list[Case]:
+    """Resize and Upsample where the node suite has no case: shrinking and non-integer
+    scales of the opset-10 rounding rule, and every coordinate mode with a shrinking and a
+    growing axis (whole output lengths: test_resize_follows_the_onnx_reference has the rest)."""
+    x = (2, 3, 5, 7)
+    cases = []
+    for scales in ((1, 1, 0.5, 0.6), (1, 1, 0.7, 1.3), (1, 1, 3.3, 0.4)):
+        for mode in ("nearest", "linear"):
+            name = f"Resize-opset10-{mode}-" + "x".join(f"{s:g}" for s in scales[2:])
+            cases.append(Case(name, "Resize", (x,), {"mode": mode}, (_floats(*scales),), 10))
+    for mode in ("nearest", "linear"):
+        up = _floats(1, 1, 1.5, 2.5)
+        cases.append(Case(f"Upsample-opset9-{mode}", "Upsample", (x,), {"mode": mode}, (up,), 9))
+    for coordinates, mode, nearest in _RESIZE_MODES:
+        attrs = {"mode": mode, "coordinate_transformation_mode": coordinates}
+        if nearest:
+            attrs["nearest_mode"] = nearest
+        cases.append(
+            Case(
+                f"Resize-{coordinates}-{mode}{nearest and '-' + nearest}",
+                "Resize",
+                ((2, 3, 8, 7),),
+                attrs,
+                (None, _floats(1, 1, 0.75, 2.0)),  # exact in binary: no rounding at the floors
+                19,
+            )
+        )
+    return cases
+
+
+_RESIZE_MODES = [
+    (coordinates, mode, nearest)
+    for coordinates in (
+        "half_pixel",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "half_pixel_symmetric",
+    )
+    for mode, nearest in (("nearest", "round_prefer_ceil"), ("nearest", "floor"), ("cubic", ""))
+]
+
+
+@pytest.mark.parametrize("coordinates,mode,nearest", _RESIZE_MODES)
+def test_resize_follows_the_onnx_reference(coordinates: str, mode: str, nearest: str) -> None:
+    """Output lengths that are not whole: ONNX maps coordinates by the given scale, as its
+    reference implementation does (onnxruntime maps them by the rounded length's ratio)."""
+    from onnx.reference import ReferenceEvaluator
+
+    attrs = {"mode": mode, "coordinate_transformation_mode": coordinates}
+    if nearest:
+        attrs["nearest_mode"] = nearest
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    scales = _floats(1, 1, 0.6, 0.45)
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "resize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(scales, "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    (want,) = ReferenceEvaluator(model).run(None, {"x": x})
+    (got,) = _run("Resize", attrs, [torch.from_numpy(x), None, torch.from_numpy(scales)], 19)
+    _assert_close(got.numpy(), want)
+
+
+def _dilated_pool_cases() -> list[Case]:
+    attrs = {"kernel_shape": [2, 3], "strides": [2, 1], "pads": [1, 0, 0, 2], "dilations": [2, 2]}
+    return [
+        Case(
+            f"AveragePool-dilated-ceil{ceil}-includepad{include}",
+            "AveragePool",
+            ((2, 3, 10, 9),),
+            {**attrs, "ceil_mode": ceil, "count_include_pad": include},
+            opset=19,
+        )
+        for ceil in (0, 1)
+        for include in (0, 1)
+    ] + [Case("LpPool-dilated-p3", "LpPool", ((2, 3, 10, 9),), {**attrs, "p": 3}, opset=18)]
+
+
 CASES = (
     _gemm_cases()
     + CONV_CASES
@@ -464,6 +551,8 @@ CASES = (
     + _clip_cases()
     + _pad_cases()
     + _misc_cases()
+    + _resample_cases()
+    + _dilated_pool_cases()
 )
 
 
@@ -552,7 +641,15 @@ def test_gradients_flow_through_conv_pool_gemm() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["max_pool", "average_pool_exclude_pad", "average_pool_include_pad", "lrn", "pad_reflect"],
+    [
+        "max_pool",
+        "average_pool_exclude_pad",
+        "average_pool_include_pad",
+        "lrn",
+        "pad_reflect",
+        "resize_cubic_antialias",
+        "lp_pool_dilated",
+    ],
 )
 def test_window_op_gradients_match_finite_differences(name: str) -> None:
     gen = torch.Generator().manual_seed(1)
@@ -570,5 +667,14 @@ def test_window_op_gradients_match_finite_differences(name: str) -> None:
         "pad_reflect": lambda t: _run(
             "Pad", {"mode": "reflect"}, [t, torch.tensor([0, 0, 2, 1, 0, 0, 1, 2])]
         )[0],
+        "resize_cubic_antialias": lambda t: _run(
+            "Resize",
+            {"mode": "cubic", "antialias": 1},
+            [t, None, torch.tensor([1.0, 1.0, 0.6, 1.5])],
+            opset=19,
+        )[0],
+        "lp_pool_dilated": lambda t: window.lp_pool(
+            t, [2, 2], [1, 2], [1, 0, 0, 1], [2, 1], ceil_mode=True, p=2
+        ),
     }
     assert torch.autograd.gradcheck(fns[name], (x,))

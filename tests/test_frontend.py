@@ -248,6 +248,38 @@ def test_opset_above_21_is_converted_to_21(tmp_path: Path) -> None:
     assert graph.opset == 21 and graph.nodes()[0].op == "Relu"
 
 
+def test_opset_above_21_stays_when_it_does_not_convert_but_onnxruntime_runs_it(
+    tmp_path: Path,
+) -> None:
+    consts = {"scale": np.full(4, 2.0, np.float32)}
+    model = single_op_model("RMSNormalization", {"x": (3, 4)}, consts, opset=23)
+    graph = load_model(_save(model, tmp_path))
+    assert graph.opset == 23 and [n.op for n in graph.nodes()] == ["RMSNormalization"]
+    assert graph.outputs[0].shape == ("N", 3, 4)
+
+
+def test_opset_above_21_that_neither_converts_nor_runs_is_refused(tmp_path: Path) -> None:
+    # onnxruntime 1.32 does not expand the Swish inside SwiGLU-28's function body
+    model = single_op_model("SwiGLU", {"a": (4,), "b": (4,)}, opset=28)
+    with pytest.raises(ModelError, match=r"opset 28 is not supported") as exc:
+        load_model(_save(model, tmp_path))
+    assert "onnxruntime" in str(exc.value) and "re-export" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_shapes_onnx_infers_wrongly_are_taken_from_onnxruntime(tmp_path: Path) -> None:
+    # ONNX infers 2 x 2 for this ceil-mode pool, whose second window would start in the
+    # padding; onnxruntime and the declared output say 1 x 1
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[2, 2])
+    node.attribute.append(helper.make_attribute("ceil_mode", 1))
+    graph = helper.make_graph([node], "g", [_x("x", 1, 1, 2, 2)], [_x("y", 1, 1, 1, 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    graph = load_model(_save(model, tmp_path))
+    assert graph.outputs[0].shape == (1, 1, 1, 1)
+
+
 def test_declared_fixed_first_axis_stays_as_declared(tmp_path: Path) -> None:
     model = single_op_model("Relu", {"x": (3,)})
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1

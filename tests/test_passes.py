@@ -213,3 +213,25 @@ def test_bad_options_are_user_errors():
         CompileOptions(scale="median")
     with pytest.raises(OptionError, match="row order"):
         CompileOptions(row_order="random")
+
+
+def test_a_chain_of_identities_is_removed_and_the_model_still_runs(tmp_path):
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a"]),
+        helper.make_node("Identity", ["a"], ["b"]),
+        helper.make_node("Identity", ["b"], ["c"]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    program = anacc.compile(path)
+    assert [n.op for n in program.digital_nodes] == ["Relu"]
+    x = np.array([[-1.0, 0.5, 2.0], [3.0, -4.0, 0.0]], np.float32)
+    y = Session(program, "ideal").run({"x": x})["y"]
+    np.testing.assert_array_equal(y, np.maximum(x, 0))

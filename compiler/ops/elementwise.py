@@ -38,10 +38,10 @@ def _div(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
 
 
 def _mod(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
+    """``fmod=1`` truncates the quotient, ``fmod=0`` floors it (the result takes the divisor's
+    sign); opsets before 28 allow floats with ``fmod=1`` only."""
     a, b = inputs[0], inputs[1]
-    if call.attr("fmod", 0) or a.is_floating_point():
-        return [torch.fmod(a, b)]
-    return [torch.remainder(a, b)]
+    return [torch.fmod(a, b) if call.attr("fmod", 0) else torch.remainder(a, b)]
 
 
 def _pow(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -212,6 +212,7 @@ OPS: list[OpDef] = [
     _unary_op("Softsign", F.softsign),
     _unary_op("HardSwish", _hard_swish),
     _unary_op("Mish", lambda x: x * torch.tanh(F.softplus(x))),
+    _attr_unary("Swish", lambda call, x: x * torch.sigmoid(float(call.attr("alpha", 1.0)) * x)),
     _attr_unary("Elu", lambda call, x: F.elu(x, float(call.attr("alpha", 1.0)))),
     _attr_unary("Celu", lambda call, x: F.celu(x, float(call.attr("alpha", 1.0)))),
     _attr_unary("Selu", _selu),

@@ -24,6 +24,7 @@ from anacc.compiler.ops.base import (
     always_nonneg,
     inputs_nonneg,
 )
+from anacc.compiler.ops.window import torch_pad_list
 
 
 def resolve_pads(
@@ -89,16 +90,24 @@ def _conv_transpose(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
             target = [spatial[i] * strides[i] for i in range(n)]
         target = list(target)[-n:]
         total = [full[i] + extra[i] - target[i] for i in range(n)]
-        upper = auto_pad != "SAME_LOWER"
-        begins = [t // 2 if upper else t - t // 2 for t in total]
+        # as onnxruntime splits the total: halves rounded toward zero, the smaller one first
+        # unless SAME_LOWER; a negative total (output_shape beyond the full size) grows the
+        # output at the end
+        halves = [int(t / 2) for t in total]
+        if auto_pad == "SAME_LOWER":
+            begins = [t - h for t, h in zip(total, halves, strict=True)]
+        else:
+            begins = halves
         pads = begins + [t - bg for t, bg in zip(total, begins, strict=True)]
     else:
         pads = list(call.attr("pads", [0] * (2 * n)))
     transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1]
-    y = transpose(x, w, b, strides, 0, extra, group, dilations)
-    for i in range(n):  # crop the pads (asymmetric crops are allowed in ONNX)
-        y = y.narrow(2 + i, pads[i], y.shape[2 + i] - pads[i] - pads[n + i])
-    return [y]
+    y = transpose(x, w, None, strides, 0, 0, group, dilations)
+    # the pads crop the full output (asymmetric crops are allowed in ONNX); output_padding
+    # and negative pads grow it at the end, where only the bias arrives
+    ends = [pads[n + i] - extra[i] for i in range(n)]
+    y = F.pad(y, torch_pad_list([-p for p in pads[:n]], [-e for e in ends]))
+    return [y if b is None else y + _per_channel(b, y.dim())]
 
 
 def _per_channel(t: torch.Tensor, rank: int) -> torch.Tensor:
@@ -108,8 +117,18 @@ def _per_channel(t: torch.Tensor, rank: int) -> torch.Tensor:
 def _batch_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     x, scale, bias, mean, var = inputs[:5]
     eps = float(call.attr("epsilon", 1e-5))
+    outputs = [mean, var]
+    if call.attr("training_mode", 0):  # opset 14: batch statistics, updated running ones
+        dims = [d for d in range(x.dim()) if d != 1]
+        batch_mean = x.mean(dims)
+        batch_var = x.var(dims, unbiased=False)
+        momentum = float(call.attr("momentum", 0.9))
+        outputs = [mean * momentum + batch_mean * (1 - momentum)]
+        outputs.append(var * momentum + batch_var * (1 - momentum))
+        mean, var = batch_mean, batch_var
     factor = _per_channel(scale / torch.sqrt(var + eps), x.dim())
-    return [(x - _per_channel(mean, x.dim())) * factor + _per_channel(bias, x.dim())]
+    y = (x - _per_channel(mean, x.dim())) * factor + _per_channel(bias, x.dim())
+    return [y, *outputs][: max(1, len(call.node.outputs))]
 
 
 def _instance_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -130,6 +149,18 @@ def _layer_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     y = centered * inv_std * scale
     y = y if bias is None else y + bias
     return [y, mean, inv_std][: max(1, len(call.node.outputs))]
+
+
+def _rms_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
+    """Opset 23: ``x / sqrt(mean(x^2) + epsilon) * scale`` over the axes from ``axis`` on,
+    computed in float32 for narrower inputs (``stash_type`` 1)."""
+    x, scale = inputs[0], inputs[1]
+    at = axis(int(call.attr("axis", -1)), x.dim())
+    eps = float(call.attr("epsilon", 1e-5))
+    wide = x.to(torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else x
+    dims = tuple(range(at, x.dim()))
+    y = wide * torch.rsqrt(wide.square().mean(dim=dims, keepdim=True) + eps)
+    return [(y * scale).to(x.dtype)]
 
 
 def _group_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -164,6 +195,9 @@ def _max_pool(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     kernel = list(call.attr("kernel_shape"))
     strides, pads, dilations = _window(call, x, kernel)
     ceil = bool(call.attr("ceil_mode", 0))
+    if len(call.node.outputs) > 1 and call.node.outputs[1]:
+        order = int(call.attr("storage_order", 0))
+        return list(window.max_pool_indices(x, kernel, strides, pads, dilations, ceil, order))
     return [window.max_pool(x, kernel, strides, pads, dilations, ceil)]
 
 
@@ -171,10 +205,17 @@ def _average_pool(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     x = inputs[0]
     kernel = list(call.attr("kernel_shape"))
     strides, pads, dilations = _window(call, x, kernel)
-    assert all(d == 1 for d in dilations), "AveragePool with dilations has no torch form"
     ceil = bool(call.attr("ceil_mode", 0))
     include = bool(call.attr("count_include_pad", 0))
-    return [window.average_pool(x, kernel, strides, pads, ceil, include)]
+    return [window.average_pool(x, kernel, strides, pads, ceil, include, dilations)]
+
+
+def _lp_pool(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
+    x = inputs[0]
+    kernel = list(call.attr("kernel_shape"))
+    strides, pads, dilations = _window(call, x, kernel)
+    ceil = bool(call.attr("ceil_mode", 0))
+    return [window.lp_pool(x, kernel, strides, pads, dilations, ceil, int(call.attr("p", 2)))]
 
 
 def _global_pool(reduce: str):
@@ -209,8 +250,9 @@ def _einsum(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
 
 def _lp_norm(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     x = inputs[0]
-    p = int(call.attr("p", 2))
-    return [F.normalize(x, p=p, dim=axis(int(call.attr("axis", -1)), x.dim()), eps=0.0)]
+    dim = axis(int(call.attr("axis", -1)), x.dim())
+    norm = torch.linalg.vector_norm(x, ord=int(call.attr("p", 2)), dim=dim, keepdim=True)
+    return [x / torch.where(norm == 0, torch.ones_like(norm), norm)]  # a zero vector stays 0
 
 
 def _mean_variance(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -250,9 +292,11 @@ OPS: list[OpDef] = [
     OpDef("InstanceNormalization", torch=_instance_norm, params=(1, 2)),
     OpDef("LayerNormalization", torch=_layer_norm, params=(1, 2)),
     OpDef("GroupNormalization", torch=_group_norm, params=(1, 2)),
+    OpDef("RMSNormalization", torch=_rms_norm, params=(1,)),
     OpDef("LRN", torch=_lrn, sign=inputs_nonneg(0)),
     OpDef("MaxPool", torch=_max_pool, sign=inputs_nonneg(0)),
     OpDef("AveragePool", torch=_average_pool, sign=inputs_nonneg(0)),
+    OpDef("LpPool", torch=_lp_pool, sign=always_nonneg),
     OpDef("GlobalAveragePool", torch=_global_pool("mean"), sign=inputs_nonneg(0)),
     OpDef("GlobalMaxPool", torch=_global_pool("max"), sign=inputs_nonneg(0)),
     OpDef("Softmax", torch=_softmax(torch.softmax), sign=always_nonneg),
@@ -261,4 +305,5 @@ OPS: list[OpDef] = [
     OpDef("Einsum", torch=_einsum, sign=inputs_nonneg()),
     OpDef("LpNormalization", torch=_lp_norm, sign=inputs_nonneg(0)),
     OpDef("MeanVarianceNormalization", torch=_mean_variance),
+    OpDef("Det", torch=lambda call, inputs: [torch.linalg.det(inputs[0])]),
 ]

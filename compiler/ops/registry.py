@@ -14,7 +14,8 @@ An :class:`~anacc.compiler.ops.base.OpDef` says, for one op of a domain,
   normalization), which fine-tuning trains when they are constants.
 
 The ops are declared in :mod:`~anacc.compiler.ops.elementwise`, :mod:`~anacc.compiler.ops.nn`,
-:mod:`~anacc.compiler.ops.reduce` and :mod:`~anacc.compiler.ops.tensor`. Ops the registry does
+:mod:`~anacc.compiler.ops.attention`, :mod:`~anacc.compiler.ops.reduce`,
+:mod:`~anacc.compiler.ops.resample` and :mod:`~anacc.compiler.ops.tensor`. Ops the registry does
 not declare are still digital ops when onnxruntime runs them
 (:mod:`anacc.compiler.ops.support`): they may make any value negative and have no torch
 implementation. :func:`lookup` answers for every op.
@@ -27,7 +28,7 @@ from types import MappingProxyType
 
 import torch
 from anacc.compiler.ir import Node
-from anacc.compiler.ops import elementwise, nn, reduce, tensor
+from anacc.compiler.ops import attention, elementwise, nn, reduce, resample, tensor
 from anacc.compiler.ops.base import Inputs, OpCall, OpDef
 
 
@@ -41,7 +42,7 @@ def _build(groups: Iterable[Iterable[OpDef]]) -> Mapping[tuple[str, str], OpDef]
 
 
 REGISTRY: Mapping[tuple[str, str], OpDef] = _build(
-    [elementwise.OPS, nn.OPS, reduce.OPS, tensor.OPS]
+    [elementwise.OPS, nn.OPS, attention.OPS, reduce.OPS, resample.OPS, tensor.OPS]
 )
 
 

@@ -1,9 +1,13 @@
 """Which ops the digital side runs: onnxruntime's CPU kernels and ONNX's function ops.
 
 onnxruntime runs an op of a model when its CPU provider registers a kernel for the op's
-version at the model's opset, or when ONNX defines the op as a function of other ops (then
-onnxruntime expands it). :func:`runs_digitally` answers that for one op;
-:func:`cpu_kernel_ops` lists the default-domain ops with CPU kernels (for the docs).
+version at the model's opset, when ONNX defines the op as a function of other ops (then
+onnxruntime expands it), or when it resolves the op while loading the graph (``Constant``
+becomes an initializer); the same rules hold for models kept at an opset newer than 21.
+:func:`runs_digitally` answers that for one op, whatever its element types (onnxruntime lacks
+some types of some kernels; the compiler finds those when it loads the program into
+onnxruntime); :func:`cpu_kernel_ops` lists the default-domain ops with CPU kernels (for the
+docs).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from anacc.compiler.ops.registry import normal_domain
 _CPU = "CPUExecutionProvider"
 # The domains onnxruntime's CPU provider serves.
 DOMAINS = ("", "ai.onnx.ml", "com.microsoft")
+# Ops onnxruntime resolves while loading a graph, without a kernel.
+_GRAPH_LEVEL = frozenset({("", "Constant")})
 
 
 @functools.cache
@@ -45,6 +51,8 @@ def runs_digitally(op: str, domain: str, opset: int) -> bool:
     domain = normal_domain(domain)
     ranges = _kernels().get((domain, op))
     since = _since_version(op, domain, opset)
+    if (domain, op) in _GRAPH_LEVEL:
+        return since is not None
     if ranges is not None:
         version = since if since is not None else opset
         if any(lo <= version <= hi for lo, hi in ranges):

@@ -240,9 +240,14 @@ def _depth_to_space(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
 
 
 def _space_to_depth(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
+    """Blocks become channels, block offsets outermost (DCR) or innermost (CRD, opset 28)."""
     x, b = inputs[0], int(call.attr("blocksize"))
     n, c, h, w = x.shape
-    y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    if call.attr("mode", "DCR") == "DCR":
+        y = y.permute(0, 3, 5, 1, 2, 4)
+    else:
+        y = y.permute(0, 1, 3, 5, 2, 4)
     return [y.reshape(n, c * b * b, h // b, w // b)]
 
 
@@ -278,8 +283,9 @@ def _top_k(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     x, k = inputs[0], int(inputs[1].reshape(-1)[0].item())
     at = axis(int(call.attr("axis", -1)), x.dim())
     largest = bool(call.attr("largest", 1))
-    values, index = torch.topk(x, k, dim=at, largest=largest, sorted=True)
-    return [values, index]
+    # a stable sort: of equal values the one with the lower index comes first, as ONNX asks
+    values, index = torch.sort(x, dim=at, descending=largest, stable=True)
+    return [values.narrow(at, 0, k), index.narrow(at, 0, k)]
 
 
 def _non_zero(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
@@ -312,7 +318,8 @@ def _scatter_nd(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
         out.index_add_(0, flat, rows)
     else:
         reduce = {"mul": "prod", "max": "amax", "min": "amin"}[reduction]
-        out.index_reduce_(0, flat, rows, reduce)
+        where = flat.reshape(-1, *[1] * (rows.dim() - 1)).expand_as(rows)
+        out = out.scatter_reduce(0, where, rows, reduce)
     return [out.reshape(x.shape)]
 
 

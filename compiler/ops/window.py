@@ -1,4 +1,5 @@
-"""Sliding-window ops in torch with exact ONNX semantics: Conv, pools and LRN.
+"""Sliding-window ops in torch with exact ONNX semantics: Conv, pools (max, average, Lp)
+and LRN.
 
 Every function takes explicit pads (auto_pad resolved) and the other attributes, works on
 ``(N, C, *spatial)`` float tensors of any batch size with 1-D or 2-D (also 3-D) spatial shape,
@@ -14,6 +15,7 @@ Pools reproduce onnxruntime's output size and divisors:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -90,6 +92,23 @@ def _pool_extra_ends(
     return extras
 
 
+def _max_pool_padded(
+    x: torch.Tensor,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: bool,
+) -> torch.Tensor:
+    """``x`` padded for a floor-mode pool without padding: pads and ceil-mode extras hold
+    the dtype's lowest value, so they never win a window."""
+    rank = _spatial_rank(x, pads)
+    extras = _pool_extra_ends(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
+    ends = [e + extra for e, extra in zip(pads[rank:], extras, strict=True)]
+    low = float("-inf") if x.is_floating_point() else torch.iinfo(x.dtype).min
+    return F.pad(x, torch_pad_list(pads[:rank], ends), value=low)
+
+
 def max_pool(
     x: torch.Tensor,
     kernel_shape: Sequence[int],
@@ -98,13 +117,58 @@ def max_pool(
     dilations: Sequence[int],
     ceil_mode: bool,
 ) -> torch.Tensor:
-    """ONNX MaxPool (values only); padding never wins a window since it is -inf."""
-    rank = _spatial_rank(x, pads)
-    extras = _pool_extra_ends(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
-    ends = [e + extra for e, extra in zip(pads[rank:], extras, strict=True)]
-    x = F.pad(x, torch_pad_list(pads[:rank], ends), value=float("-inf"))
+    """ONNX MaxPool (values only)."""
+    padded = _max_pool_padded(x, kernel_shape, strides, pads, dilations, ceil_mode)
+    pool_nd = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[x.dim() - 3]
+    return pool_nd(padded, list(kernel_shape), list(strides), 0, list(dilations))
+
+
+def max_pool_indices(
+    x: torch.Tensor,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: bool,
+    storage_order: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX MaxPool with its Indices output: where each maximum lies in the input flattened
+    whole, the spatial axes of each (n, c) plane row-major (``storage_order`` 0) or
+    column-major (1)."""
+    rank = x.dim() - 2
+    padded = _max_pool_padded(x, kernel_shape, strides, pads, dilations, ceil_mode)
     pool_nd = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1]
-    return pool_nd(x, list(kernel_shape), list(strides), 0, list(dilations))
+    # torch gives indices for float pools only; float64 holds every int32 value exactly
+    values, where = pool_nd(
+        padded.to(torch.float64) if not x.is_floating_point() else padded,
+        list(kernel_shape),
+        list(strides),
+        0,
+        list(dilations),
+        return_indices=True,
+    )
+    coords = []
+    for d in reversed(padded.shape[2:]):  # ``where`` is row-major in the padded plane
+        coords.append(where.remainder(int(d)))
+        where = where.div(int(d), rounding_mode="floor")
+    coords = [c - int(p) for c, p in zip(reversed(coords), pads[:rank], strict=True)]
+    sizes = [int(d) for d in x.shape[2:]]
+    flat = torch.zeros_like(coords[0])
+    for i in range(rank) if storage_order == 0 else reversed(range(rank)):
+        flat = flat * sizes[i] + coords[i]
+    planes = torch.arange(x.shape[0] * x.shape[1]).reshape(x.shape[0], x.shape[1], *[1] * rank)
+    return values.to(x.dtype), flat + planes * math.prod(sizes)
+
+
+def window_sum(
+    x: torch.Tensor, kernel_shape: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
+) -> torch.Tensor:
+    """The sum over every (dilated) window of an unpadded ``(N, C, *spatial)`` tensor."""
+    n, c, *spatial = x.shape
+    ones = x.new_ones([1, 1, *kernel_shape])
+    conv_nd = (F.conv1d, F.conv2d, F.conv3d)[len(spatial) - 1]
+    sums = conv_nd(x.reshape(n * c, 1, *spatial), ones, None, list(strides), 0, list(dilations))
+    return sums.reshape(n, c, *sums.shape[2:])
 
 
 def average_pool(
@@ -114,27 +178,46 @@ def average_pool(
     pads: Sequence[int],
     ceil_mode: bool,
     count_include_pad: bool,
+    dilations: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """ONNX AveragePool: window sum over the number of counted positions (module docstring)."""
     rank = _spatial_rank(x, pads)
-    ones = [1] * rank
+    dilations = list(dilations or [1] * rank)
     in_sizes = list(x.shape[2:])
-    extras = _pool_extra_ends(in_sizes, kernel_shape, strides, pads, ones, ceil_mode)
+    extras = _pool_extra_ends(in_sizes, kernel_shape, strides, pads, dilations, ceil_mode)
     begins, ends = list(pads[:rank]), list(pads[rank:])
     full_ends = [e + extra for e, extra in zip(ends, extras, strict=True)]
-    pool_nd = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
-
-    def window_mean(t: torch.Tensor) -> torch.Tensor:
-        return pool_nd(t, list(kernel_shape), list(strides), 0)
-
     counted = x.new_ones([1, 1, *in_sizes])
     if count_include_pad:
         counted = F.pad(counted, torch_pad_list(begins, ends), value=1.0)
         counted = F.pad(counted, torch_pad_list([0] * rank, extras))
     else:
         counted = F.pad(counted, torch_pad_list(begins, full_ends))
-    total = window_mean(F.pad(x, torch_pad_list(begins, full_ends)))
-    return total / window_mean(counted)
+
+    def window_total(t: torch.Tensor) -> torch.Tensor:  # a sum or a mean: only ratios count
+        if any(d != 1 for d in dilations):
+            return window_sum(t, kernel_shape, strides, dilations)
+        pool_nd = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
+        return pool_nd(t, list(kernel_shape), list(strides), 0)
+
+    return window_total(F.pad(x, torch_pad_list(begins, full_ends))) / window_total(counted)
+
+
+def lp_pool(
+    x: torch.Tensor,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: bool,
+    p: int,
+) -> torch.Tensor:
+    """ONNX LpPool: the p-norm of every window, padding counting as zeros."""
+    rank = _spatial_rank(x, pads)
+    extras = _pool_extra_ends(x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode)
+    ends = [e + extra for e, extra in zip(pads[rank:], extras, strict=True)]
+    padded = F.pad(x.abs() ** p, torch_pad_list(pads[:rank], ends))
+    return window_sum(padded, kernel_shape, strides, dilations) ** (1.0 / p)
 
 
 def global_average_pool(x: torch.Tensor) -> torch.Tensor:
