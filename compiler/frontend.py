@@ -289,11 +289,13 @@ def measure_shapes(
     what onnxruntime computes). The model runs on zeros with every tensor exposed: a batched
     model at batch 2 and 3, where a dimension that grows by ``k`` per sample becomes ``k*N``,
     a fixed-shape model once as declared. Tensors the run does not give, and every tensor of
-    a model that does not run on zeros, keep their inferred shape."""
+    a model that does not run on zeros, keep their inferred shape. A model with an empty input
+    (a declared size of 0) is not probed: some onnxruntime kernels abort the process on empty
+    tensors instead of raising."""
     import onnxruntime as ort
 
     names = [t for n in model.graph.node for t in n.output if t]
-    if not names:
+    if not names or any(d == 0 for t in inputs for d in t.shape):
         return
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

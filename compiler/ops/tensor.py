@@ -205,7 +205,7 @@ def _shape(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
 
 def _constant_of_shape(call: OpCall, inputs: Inputs) -> list[torch.Tensor]:
     value = call.attr("value")
-    fill = torch.from_numpy(np.asarray(value)).reshape(-1) if value is not None else None
+    fill = torch.from_numpy(np.array(value)).reshape(-1) if value is not None else None
     dtype = fill.dtype if fill is not None else torch.float32
     out = torch.zeros(ints(inputs[0]), dtype=dtype)
     return [out.fill_(fill[0]) if fill is not None else out]

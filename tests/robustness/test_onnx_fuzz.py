@@ -524,6 +524,16 @@ def test_empty_tensors_compile_and_run_as_onnxruntime_runs_them(
     assert got.shape == want.shape
 
 
+def test_an_empty_recurrent_input_loads_without_running_onnxruntime(case_dir: Path) -> None:
+    """onnxruntime's LSTM kernel aborts the process on a batch of 0 instead of raising; the
+    frontend's shape probe must not run a model with an empty input (found by fuzzing)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(BASES["kws_lstm"])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    graph = load_model(_write(case_dir, model, "empty_lstm.onnx"))
+    assert graph.tensors["logits"].shape == (0, 10)
+
+
 @pytest.mark.parametrize("opset", [8, 9, 13, 21, 22, 23])
 def test_opsets_read_directly_or_converted(opset: int, case_dir: Path, tally) -> None:
     path = _write(case_dir, tiny_mlp(opset=opset), f"opset{opset}.onnx")
