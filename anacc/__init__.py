@@ -11,7 +11,7 @@ quick.
 
 from anacc.errors import AnaccError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["AnaccError", "Program", "Session", "__version__", "compile"]
 

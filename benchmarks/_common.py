@@ -55,6 +55,8 @@ BUNDLED = (
     Bundled("digits_mlp", "digits", "train_digits_mlp"),
     Bundled("digits_cnn", "digits_img", "train_digits_cnn"),
     Bundled("mnist1d_mlp", "mnist1d", "train_mnist1d_mlp"),
+    Bundled("bss2_mnist", "mnist", "train_bss2_mnist"),
+    Bundled("kws_lstm", "kws", "train_kws_lstm"),
 )
 
 

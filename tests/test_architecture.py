@@ -81,6 +81,14 @@ def test_compiler_and_passes_stay_off_the_runtime() -> None:
             assert allowed or not uses, f"{name} imports {uses}"
 
 
+def test_the_runtime_never_reads_onnx_models() -> None:
+    """A program runs without the ONNX file: the runtime does not import the frontend."""
+    graph = import_graph()
+    for name in graph:
+        if name.startswith("anacc.runtime"):
+            assert "anacc.compiler.frontend" not in set(graph.successors(name)), name
+
+
 def test_no_module_over_700_lines() -> None:
     long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
     assert not {n: c for n, c in long.items() if c > MAX_LINES}
