@@ -148,3 +148,57 @@ def test_interleaved_order_spreads_the_strongest_rows():
     assert np.diff(strong).min() >= 128 // 16 // 2
     natural = row_slots(w, [(0, 128)], "natural")
     assert np.diff(np.sort(natural[:16])).max() == 1
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    c_in=st.integers(1, 6),
+    c_out=st.integers(1, 40),
+    k=st.integers(1, 3),
+    size=st.integers(3, 9),
+    dense=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+)
+def test_copies_compute_what_one_copy_computes(tmp_path_factory, c_in, c_out, k, size, dense, seed):
+    """A conv (many vectors per sample: the time placement copies it) and a dense layer,
+    compiled with the time and the naive placement: ``ideal`` and ``quantized`` give the same
+    outputs bit for bit, whichever copy a vector ran on."""
+    import onnx
+    from anacc.runtime.session import run_program
+    from onnx import TensorProto, helper, numpy_helper
+
+    import anacc
+
+    rng = np.random.default_rng(seed)
+    out_hw = size - k + 1
+    flat = c_out * out_hw * out_hw
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((c_out, c_in, k, k)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((flat, dense)).astype(np.float32), "v"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("MatMul", ["f", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c_in, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", dense])],
+        initializer=inits,
+    )
+    path = tmp_path_factory.mktemp("copies") / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.uniform(0, 1, (5, c_in, size, size)).astype(np.float32)
+    calib = {"x": rng.uniform(0, 1, (16, c_in, size, size)).astype(np.float32)}
+    packed = anacc.compile(path, calib=calib)
+    single = anacc.compile(path, calib=calib, placement="naive")
+    conv = next(iter(packed.layers))
+    assert single.layers[conv].analog.copies == 1
+    assert packed.layers[conv].analog.copies > 1 or out_hw == 1  # a copy per free neuron block
+    for backend in ("ideal", "quantized"):
+        a = run_program(packed, {"x": x}, backend=backend).outputs["y"]
+        b = run_program(single, {"x": x}, backend=backend).outputs["y"]
+        np.testing.assert_array_equal(a, b)
