@@ -44,6 +44,20 @@ class Tile:
     def n_cols(self) -> int:
         return self.cols[1] - self.cols[0]
 
+    def to_dict(self) -> dict[str, object]:
+        """The tile as the program file and the report's JSON write it."""
+        return {
+            "index": self.index,
+            "rows": list(self.rows),
+            "cols": list(self.cols),
+            "half": self.half,
+            "row_offset": self.row_offset,
+            "col_offset": self.col_offset,
+            "load": self.load,
+            "copy": self.copy,
+            "run": self.run,
+        }
+
 
 @dataclass
 class AnalogLayer:

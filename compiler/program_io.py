@@ -152,20 +152,7 @@ def _layer_record(layer: ProgramLayer) -> dict[str, Any]:
         "conv": None if layer.conv is None else layer.conv.to_dict(),
         "source_op": layer.source_op,
         "has_bias": layer.bias is not None,
-        "tiles": [
-            {
-                "index": t.index,
-                "rows": list(t.rows),
-                "cols": list(t.cols),
-                "half": t.half,
-                "row_offset": t.row_offset,
-                "col_offset": t.col_offset,
-                "load": t.load,
-                "copy": t.copy,
-                "run": t.run,
-            }
-            for t in a.tiles
-        ],
+        "tiles": [t.to_dict() for t in a.tiles],
     }
 
 

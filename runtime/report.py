@@ -207,20 +207,7 @@ def _to_json(r: Report) -> dict[str, Any]:
                 "active_inputs_source": c.active_inputs_source,
                 "time_us_per_sample": _num(c.time_us_per_sample),
                 "energy_uj_per_sample": _num(c.energy_uj_per_sample),
-                "tile_table": [
-                    {
-                        "index": t.index,
-                        "rows": list(t.rows),
-                        "cols": list(t.cols),
-                        "half": t.half,
-                        "row_offset": t.row_offset,
-                        "col_offset": t.col_offset,
-                        "load": t.load,
-                        "copy": t.copy,
-                        "run": t.run,
-                    }
-                    for t in r.tiles[c.name]
-                ],
+                "tile_table": [t.to_dict() for t in r.tiles[c.name]],
             }
         )
     totals = {
@@ -354,6 +341,28 @@ def _pct(x: float | None, fmt: str = ".2f") -> str:
     return "n/a" if x is None else format(100.0 * x, fmt)
 
 
+def measured_rows(r: Report) -> list[list[str]]:
+    """The cells of the measured table (:data:`MEASURED_COLUMNS`), one row per layer."""
+    rows = []
+    for b in r.budget or ():
+        a, e = b.adc, b.error
+        rows.append(
+            [
+                b.name,
+                f"{a.p1:.0f}/{a.p50:.0f}/{a.p99:.0f}",
+                str(a.max_abs),
+                _pct(a.at_limit_rate),
+                _pct(a.beyond_linear_rate),
+                _g(b.snr_db, ".1f"),
+                *(
+                    _pct(x)
+                    for x in (e.quantization, e.fixed_pattern, e.noise, e.saturation, e.total)
+                ),
+            ]
+        )
+    return rows
+
+
 def op_label(op: str, kernel: tuple[int, ...] | None) -> str:
     """``dense`` or ``conv 3x3``."""
     return op if kernel is None else f"{op} {'x'.join(map(str, kernel))}"
@@ -477,30 +486,7 @@ def render_text(r: Report) -> str:
             f"Measured on {d.samples} of {d.total_samples} samples of {d.source} "
             f"(ideal activations into every layer; emulator seed {r.seed})"
         )
-        rows = []
-        for b in r.budget:
-            a, e = b.adc, b.error
-            rows.append(
-                [
-                    b.name,
-                    f"{a.p1:.0f}/{a.p50:.0f}/{a.p99:.0f}",
-                    str(a.max_abs),
-                    _pct(a.at_limit_rate),
-                    _pct(a.beyond_linear_rate),
-                    _g(b.snr_db, ".1f"),
-                    _pct(e.quantization),
-                    _pct(e.fixed_pattern),
-                    _pct(e.noise),
-                    _pct(e.saturation),
-                    _pct(e.total),
-                ]
-            )
-        out.append(
-            _table(
-                list(MEASURED_COLUMNS),
-                rows,
-            )
-        )
+        out.append(_table(list(MEASURED_COLUMNS), measured_rows(r)))
         out.append(
             f"ADC range {chip.adc_min}..{chip.adc_max}, linear {chip.linear_min}.."
             f"{chip.linear_max}; errors are relative RMS errors of the layer output against ideal"

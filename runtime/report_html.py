@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from anacc.runtime.report import MEASURED_COLUMNS, Report, op_label
+from anacc.runtime.report import MEASURED_COLUMNS, Report, measured_rows, op_label
 from anacc.runtime.report_plots import adc_svg, budget_svg, placement_svg, utilization_svg
 
 LEFT = ' class="l"'
@@ -165,32 +165,7 @@ def render_html(report: Report) -> str:
         parts.append(adc_svg(report))
         parts.append("<h2>Error budget</h2>")
         parts.append(budget_svg(report))
-        rows = []
-        for b in report.budget:
-            a, e = b.adc, b.error
-            snr = "n/a" if b.snr_db is None else f"{b.snr_db:.1f}"
-            rows.append(
-                [
-                    b.name,
-                    f"{a.p1:.0f}/{a.p50:.0f}/{a.p99:.0f}",
-                    str(a.max_abs),
-                    _pct(a.at_limit_rate),
-                    _pct(a.beyond_linear_rate),
-                    snr,
-                    _pct(e.quantization),
-                    _pct(e.fixed_pattern),
-                    _pct(e.noise),
-                    _pct(e.saturation),
-                    _pct(e.total),
-                ]
-            )
-        parts.append(
-            _html_table(
-                list(MEASURED_COLUMNS),
-                rows,
-                left={0},
-            )
-        )
+        parts.append(_html_table(list(MEASURED_COLUMNS), measured_rows(report), left={0}))
         parts.append(
             '<p class="note">Relative RMS errors of each layer output against ideal: '
             "quantization = quantized vs ideal, fixed pattern = noise-free emulator vs "
