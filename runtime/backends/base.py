@@ -30,12 +30,16 @@ import numpy as np
 import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
+from anacc.runtime.profiler import Profiler
 
 T = TypeVar("T")
 
 
 class Backend(ABC):
-    """One way to execute analog layers; see the module docstring for the two entry points."""
+    """One way to execute analog layers; see the module docstring for the two entry points.
+
+    ``profiler`` (an :class:`~anacc.runtime.profiler.Profiler`, or None) receives the time a
+    backend spends per kind of work, where it tells them apart."""
 
     name: ClassVar[str]
     quantizes: ClassVar[bool]
@@ -43,6 +47,10 @@ class Backend(ABC):
     def __init__(self, chip: ChipSpec, profile: Profile) -> None:
         self.chip = chip
         self.profile = profile
+        self.profiler: Profiler | None = None
+
+    def reset_noise(self) -> None:  # noqa: B027 - deterministic backends have nothing to reset
+        """Start the trial-to-trial noise sequence again (backends with noise)."""
 
     @property
     def gain_per_send(self) -> float:
@@ -55,7 +63,7 @@ class Backend(ABC):
             f"the {self.name} backend takes quantized inputs through mac(), not linear()"
         )
 
-    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
         """Integer inputs ``(B, in_features)`` -> ADC reads ``(B, n_row_chunks, out_features)``."""
         raise NotImplementedError(
             f"the {self.name} backend does not quantize; call linear() with float inputs"
@@ -307,7 +315,9 @@ class AnalogBackend(Backend):
             layer, mapping_key(layer), lambda: build_chunk_layout(layer, self.chip, self.physical)
         )
 
-    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
+        """See :meth:`Backend.mac`; ``checked``: the caller has made sure that ``x_q`` holds
+        integers in ``0..input_max`` (the encoder does), so the range is not checked again."""
         assert x_q.is_floating_point(), f"mac expects float inputs, got {x_q.dtype}"
         x_q = x_q.to(torch.float32)
         assert x_q.dim() == 2 and x_q.shape[1] == layer.in_features, (
@@ -317,10 +327,11 @@ class AnalogBackend(Backend):
         layout = self.layout(layer)
         if x_q.shape[0] == 0:
             return x_q.new_zeros(0, layout.n_chunks, layer.out_features)
-        lo, hi = (float(v) for v in torch.aminmax(x_q))
-        assert lo >= 0 and hi <= self.chip.input_max, (
-            f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
-        )
+        if not checked:
+            lo, hi = (float(v) for v in torch.aminmax(x_q))
+            assert lo >= 0 and hi <= self.chip.input_max, (
+                f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
+            )
         with torch.no_grad():
             out = layout.unit_outputs(self._run(layer, layout, layout.chunk_inputs(x_q)), len(x_q))
         assert out.shape == (x_q.shape[0], len(layer.row_chunks), layer.out_features)

@@ -16,19 +16,20 @@ the full model, its equations and the source of every coefficient):
 4. Soft saturation beyond per-neuron linear limits, then the ADC: round, clamp to int8.
 
 Fixed-pattern effects are drawn once from ``seed`` (the chip instance id). Trial-to-trial
-noise comes from a generator seeded from ``(seed, run counter)``: the same seed and the same
-sequence of calls give identical outputs. Standard normals are read from a per-instance bank
-of pre-drawn values at a random offset and stride instead of being drawn afresh per call
-(``noise_bank=False`` draws them afresh; the trade-off is in docs/chip-model.md).
+noise is drawn per call from a seed mixed from ``(seed, run counter)``: the same seed and the
+same sequence of calls give identical outputs; :meth:`EmulatorBackend.reset_noise` starts the
+sequence again. The standard normals come from :class:`~anacc.runtime.backends.noise.
+NormalSource` (``fast_noise=False`` draws them with ``torch.randn`` instead).
 
 Everything runs as one batched computation over all row chunks and the whole batch. What a
 layer's layout picks out of the chip instance is built once per layout; the tensors derived
-from the weights (effective weights, noise variance per active input, peak window loads) once
-per layer version.
+from the weights (effective weights, the noise sigma per number of active inputs, peak window
+loads) once per layer version.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,12 +38,10 @@ import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
 from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
+from anacc.runtime.backends.noise import NormalSource
 
 _FIXED_PATTERN_STREAM = 0
 _TRIAL_STREAM = 1
-_BANK_STREAM = 2
-_BANK_MIN = 2**20
-_BANK_MAX = 2**24
 
 
 _MASK64 = 2**64 - 1
@@ -120,6 +119,7 @@ class _FixedPattern:
     saturation_low: torch.Tensor  # (R, 1, C)
     saturation_high_min: float
     saturation_low_max: float
+    limits_inside_adc: bool  # every read inside its neuron's limits is inside the ADC range
     weight2_per_row: torch.Tensor  # (R, 1, 1): noise per_event_weight2 / rows of the run
     # by num_sends: window_operator and its longest window (in event slots)
     window_operators: dict[int, tuple[torch.Tensor, float]]
@@ -141,52 +141,15 @@ class _EmulatedLayer:
     """Per-layer tensors of the model; ``(R, 1, C)`` ones broadcast over ``(R, B, C)``."""
 
     weight: torch.Tensor  # (R, n_max, C): effective weight, output LSB per input unit
-    variance_per_active: torch.Tensor  # (R, 1, C): noise variance per active input
+    # (R * (n_max + 1), C): row r * (n_max + 1) + n is the noise sigma of run r's columns
+    # when n of its inputs are active; sigma_row (R, 1) holds r * (n_max + 1)
+    sigma: torch.Tensor
+    sigma_row: torch.Tensor
     fixed: _FixedPattern
     num_sends: int
     # None unless some input can pass the synaptic linear load
     saturation: _Saturation | None
     base: _PeakBase | None  # bounds the peak loads of the next version
-
-
-class _NoiseBank:
-    """Standard normals drawn once per bank size, read through random strided windows.
-
-    A window is ``bank[offset + b * stride + j]`` for sample ``b`` and position ``j`` among the
-    sample's ``R * C`` outputs; each call draws a new stride and offset. Every value is an
-    exact standard normal and one output's values across calls come from different bank
-    positions. What is lost against fresh draws: windows of different calls (and, when the
-    bank is too small for ``stride >= R * C``, of different samples) reuse values at shifted
-    positions.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.bank = torch.empty(0)
-
-    def window(self, shape: tuple[int, int, int], trial: int) -> torch.Tensor:
-        """A ``(R, B, C)`` view of standard normals; stride and offset are drawn from the
-        64-bit seed ``trial`` (see the class docstring)."""
-        chunks, batch, cols = shape
-        span = chunks * cols
-        self._reserve(batch, span)
-        size = self.bank.numel()
-        stride_max = (size - span) // max(batch - 1, 1)
-        stride_min = min(span, stride_max)
-        stride = stride_min + _derived_seed(trial, 1) % (stride_max - stride_min + 1)
-        offset = _derived_seed(trial, 2) % (size - span - (batch - 1) * stride + 1)
-        return self.bank.as_strided(shape, (cols, stride, 1), offset)
-
-    def _reserve(self, batch: int, span: int) -> None:
-        required = 2 * (span + batch)  # stride >= 1 and room for offsets
-        wanted = max(required, min(2 * batch * span, _BANK_MAX))  # stride >= span if it fits
-        if self.bank.numel() >= wanted:
-            return
-        size = _BANK_MIN
-        while size < wanted:
-            size *= 2
-        generator = torch.Generator().manual_seed(_derived_seed(self.seed, _BANK_STREAM, size))
-        self.bank = torch.randn(size, generator=generator)
 
 
 class EmulatorBackend(AnalogBackend):
@@ -195,20 +158,26 @@ class EmulatorBackend(AnalogBackend):
     name: ClassVar[str] = "emulator"
 
     def __init__(
-        self, chip: ChipSpec, profile: Profile, seed: int = 0, noise_bank: bool = True
+        self, chip: ChipSpec, profile: Profile, seed: int = 0, fast_noise: bool = True
     ) -> None:
         super().__init__(chip, profile)
         self.seed = seed
         self.instance = ChipInstance.draw(chip, seed)
-        self.noise_bank = noise_bank
-        self._bank = _NoiseBank(seed)
+        self.fast_noise = fast_noise
+        self._normals = NormalSource()
         self._runs = 0
         self._derived = LayerCache()
         self._noise_terms = profile.noise_terms
-        self._readout = torch.tensor(self._noise_terms.readout, dtype=torch.float32)
         self._window = profile.window_slots(chip.clock_mhz)
 
+    def reset_noise(self) -> None:
+        """Start the trial-to-trial noise sequence again: the calls that follow give the
+        outputs that the same calls on a new instance with this seed give."""
+        self._runs = 0
+
     def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
+        profiler = self.profiler
+        start = time.perf_counter() if profiler is not None else 0.0
         d = self._derived.get(
             layer,
             (layer.version, layer.num_sends),
@@ -218,31 +187,36 @@ class EmulatorBackend(AnalogBackend):
         shape = (n_chunks, batch, layer.out_features)
         trial = _derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
-        if self.noise_bank:
-            z = self._bank.window(shape, trial)
+        # Standard normals, then offset + sigma * z in place, then the matmul accumulates the
+        # charge into the same buffer. The buffer is run-major, so the batched matmul writes
+        # contiguous blocks; the caller gets a (B, R, C) view.
+        out = torch.empty(shape)
+        if self.fast_noise:
+            self._normals.fill(out, trial)
         else:
-            z = torch.randn(shape, generator=torch.Generator().manual_seed(trial))
-
-        # Offset and noise first, then the matmul accumulates into the same buffer: one
-        # allocation, no temporary of the output's size. The noise variance of a (run,
-        # sample, column) is readout + its active inputs x the column's variance per active
-        # input. The buffer is run-major, so the batched matmul writes contiguous blocks;
-        # the caller gets a (B, R, C) view.
+            torch.randn(shape, generator=torch.Generator().manual_seed(trial), out=out)
         fixed = d.fixed
-        # inputs are integers >= 0: clamped at 1 they sum to the count of active ones, which
-        # is faster than count_nonzero on the strided chunk view
-        active = xc.clamp(max=1.0).sum(2, keepdim=True)  # (R, B, 1)
-        out = torch.addcmul(self._readout, active, d.variance_per_active).sqrt_()
-        torch.addcmul(fixed.offset, z, out, out=out)
+        # inputs are integers >= 0: clamped at 1 they sum to the count of active ones (faster
+        # than count_nonzero on the strided chunk view); the count picks the row of the run's
+        # sigma table
+        active = xc.clamp(max=1.0).sum(2).to(torch.int64).add_(d.sigma_row)  # (R, B)
+        sigma = torch.index_select(d.sigma, 0, active.view(-1)).view(shape)
+        torch.addcmul(fixed.offset, out, sigma, out=out)
+        del sigma
+        if profiler is not None:
+            start = profiler.lap("noise", start)
         out.baddbmm_(xc, d.weight)
         if d.saturation is not None:
             self._dynamic_saturation(out, xc, d.weight, d.saturation)
         lowest, highest = (float(v) for v in torch.aminmax(out))
         if highest > fixed.saturation_high_min or lowest < fixed.saturation_low_max:
             self._soft_saturation(out, fixed)
-        if highest > self.chip.adc_max or lowest < self.chip.adc_min:
+        elif highest > self.chip.adc_max or lowest < self.chip.adc_min:
             out.clamp_(self.chip.adc_min, self.chip.adc_max)
-        return out.round_()
+        out.round_()
+        if profiler is not None:
+            profiler.lap("analog kernel", start)
+        return out
 
     def _dynamic_saturation(
         self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
@@ -273,16 +247,40 @@ class EmulatorBackend(AnalogBackend):
         out.index_add_(2, cols, lost[1] - lost[0])
 
     def _soft_saturation(self, out: torch.Tensor, d: _FixedPattern) -> None:
-        """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee).
+        """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee),
+        then the ADC's range; only on the reads beyond the limits.
 
-        With ``e = out - clamp(out, low, high)`` (the signed excess, 0 inside the limits) the
-        knee removes ``e * |e| / (|e| + headroom)``: ``_knee_loss`` of the excess, with its
-        sign. Dense and in place: no index lists, two temporaries.
+        Candidates are the reads beyond the limit nearest to zero among the layer's neurons
+        (a superset of those beyond their own limits); for them, with ``e = v - clamp(v,
+        low, high)`` (the signed excess, 0 inside the limits), the knee removes ``e * |e| /
+        (|e| + headroom)``: :func:`knee_loss` of the excess, with its sign. Reads inside
+        their limits are inside the ADC's range (checked per layout), so the ADC clamp only
+        concerns the candidates as well.
         """
-        headroom = self.chip.analog.saturation_headroom_lsb
-        excess = torch.clamp(out, d.saturation_low, d.saturation_high).neg_().add_(out)
+        chip = self.chip
+        flat = out.view(-1)
+        bound = min(d.saturation_high_min, -d.saturation_low_max)
+        index = torch.from_numpy(np.flatnonzero(np.abs(flat.numpy()) > bound))
+        if index.numel():
+            self._bend(out, index, d)
+        if not d.limits_inside_adc:
+            out.clamp_(chip.adc_min, chip.adc_max)
+
+    def _bend(self, out: torch.Tensor, index: torch.Tensor, d: _FixedPattern) -> None:
+        """The knee and the ADC clamp on the reads at flat positions ``index``."""
+        chip = self.chip
+        flat = out.view(-1)
+        cols = out.shape[2]
+        # the (run, column) of each candidate picks its neuron's limits
+        limit = index.div(out.shape[1] * cols, rounding_mode="floor").mul_(cols)
+        limit.add_(index.remainder(cols))
+        v = flat[index]
+        high = d.saturation_high.view(-1)[limit]
+        low = d.saturation_low.view(-1)[limit]
+        excess = v - torch.minimum(torch.maximum(v, low), high)
         size = excess.abs()
-        out.sub_(excess.mul_(size).div_(size.add_(headroom)))
+        v -= excess * size / (size + chip.analog.saturation_headroom_lsb)
+        flat[index] = v.clamp_(chip.adc_min, chip.adc_max)
 
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
@@ -306,6 +304,9 @@ class EmulatorBackend(AnalogBackend):
             saturation_low=low.unsqueeze(1),
             saturation_high_min=float(high.min()),
             saturation_low_max=float(low.max()),
+            limits_inside_adc=bool(
+                float(high.min()) <= self.chip.adc_max and float(low.max()) >= self.chip.adc_min
+            ),
             weight2_per_row=self._noise_terms.per_event_weight2
             / layout.chunk_rows.to(torch.float32).view(-1, 1, 1),
             window_operators={},
@@ -339,6 +340,11 @@ class EmulatorBackend(AnalogBackend):
         # mean square weight of the run)
         variance = (weight_q * weight_q).sum(1, keepdim=True).mul_(fixed.weight2_per_row)
         variance.add_(self._noise_terms.per_event).mul_(layer.num_sends)  # (R, 1, C)
+        # sigma for every possible number of active inputs of a run: a row lookup per
+        # (run, sample) instead of a square root per read
+        n_units, n_max, _ = weight_q.shape
+        active = torch.arange(n_max + 1, dtype=torch.float32).view(1, -1, 1)
+        sigma = torch.addcmul(torch.tensor(self._noise_terms.readout), active, variance).sqrt_()
 
         peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous)
         saturation = None
@@ -355,7 +361,8 @@ class EmulatorBackend(AnalogBackend):
             )
         return _EmulatedLayer(
             weight=charge * gain,
-            variance_per_active=variance,
+            sigma=sigma.view(-1, weight_q.shape[2]),
+            sigma_row=torch.arange(n_units).mul_(n_max + 1).view(-1, 1),
             fixed=fixed,
             num_sends=layer.num_sends,
             saturation=saturation,
