@@ -22,7 +22,6 @@ once per patch they appear in).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,7 +192,6 @@ def analog_forward(
         if layer.bias is not None:
             y = y + torch.from_numpy(layer.bias)
         return fold(layer, y, x.shape)
-    start = time.perf_counter() if profiler is not None else 0.0
     chip = backend.chip
     bounds = extremes(layer, x)
     enc = input_encoding(layer, chip.input_max, bounds)
@@ -215,7 +213,7 @@ def analog_forward(
             trace.clipped_inputs += clipped
             trace.inputs += inputs
     if profiler is not None:
-        start = profiler.lap("encode/im2col", start)
+        profiler.lap("encode/im2col")
     shape = x.shape if x.dim() > 1 else torch.Size((1, *x.shape))
     samples = shape[0]
     step = samples if trace is not None else block_samples(layer, shape, block_bytes)
@@ -231,7 +229,7 @@ def analog_forward(
         for p, part in enumerate(parts):
             rows_q = rows_of(layer, part[first : first + count] if count < samples else part, pad)
             if profiler is not None:
-                start = profiler.lap("encode/im2col", start)
+                profiler.lap("encode/im2col")
             reads = backend.mac(layer.analog, rows_q, checked=True)
             if trace is not None:
                 traced[p].append(reads.detach())
@@ -244,15 +242,15 @@ def analog_forward(
             else:
                 y.sub_(reads.sum(dim=1))
             if profiler is not None:
-                start = profiler.lap("rescale", start)
+                profiler.lap("rescale")
         finish(layer, backend.gain_per_send, y, enc)
         if profiler is not None:
-            start = profiler.lap("rescale", start)
+            profiler.lap("rescale")
         if rows_out is None:
             folded = y.view(count, -1, out_features).transpose(1, 2)
             out[first : first + count].view(count, out_features, -1).copy_(folded)
             if profiler is not None:
-                start = profiler.lap("data movement", start)
+                profiler.lap("data movement")
     if trace is not None:
         trace.adc.extend(torch.cat(t) if len(t) > 1 else t[0] for t in traced)
     return out

@@ -1,7 +1,9 @@
 """Where a run's time goes: :class:`Profiler`, per step and per kind of work.
 
 Like onnxruntime's profiler summary: the interpreter tells the profiler which step runs, and
-the code that does the work adds wall time to one *kind* for that step with :meth:`lap`:
+the code that does the work adds the wall time since the profiler's last mark to one *kind*
+for that step with :meth:`lap` (code called in between that laps its own kinds moves the mark
+on, so nothing counts twice; :meth:`mark` skips time that belongs to no kind):
 
 - ``encode/im2col``: the input encoding and the convolution patches (and the checks on them);
 - ``noise``: drawing the trial-to-trial noise and scaling it (emulator);
@@ -61,14 +63,16 @@ class Profiler:
         self.peak_mb: float | None = None
         self._rss_start = 0.0
         self._start = 0.0
+        self._mark = 0.0
 
     def begin(self, name: str, op: str) -> float:
-        """Make ``name`` the current step; returns the clock."""
+        """Make ``name`` the current step and set the mark; returns the clock."""
         step = self.steps.get(name)
         if step is None:
             step = self.steps[name] = StepTimes(name, op)
         self.step = step
-        return time.perf_counter()
+        self._mark = time.perf_counter()
+        return self._mark
 
     def end(self, start: float) -> None:
         """The current step ends; its wall time counts from ``start``."""
@@ -78,18 +82,23 @@ class Profiler:
         step.seconds += time.perf_counter() - start
         self.step = None
 
-    def lap(self, kind: str, start: float) -> float:
-        """Add the time since ``start`` to ``kind`` of the current step (outside any step: to
-        the session's own row); returns the clock, the start of the next lap."""
+    def mark(self) -> None:
+        """Set the mark: time up to now belongs to no kind (``other``)."""
+        self._mark = time.perf_counter()
+
+    def lap(self, kind: str) -> None:
+        """Add the time since the mark to ``kind`` of the current step (outside any step: to
+        the session's own row) and set the mark."""
         now = time.perf_counter()
+        seconds = now - self._mark
+        self._mark = now
         step = self.step
         if step is None:
             step = self.steps.get(SESSION_STEP)
             if step is None:
                 step = self.steps[SESSION_STEP] = StepTimes(SESSION_STEP, "")
-            step.seconds += now - start
-        step.kinds[kind] = step.kinds.get(kind, 0.0) + now - start
-        return now
+            step.seconds += seconds
+        step.kinds[kind] = step.kinds.get(kind, 0.0) + seconds
 
     def start_run(self) -> None:
         """Reset the memory high-water mark and start the run's clock."""

@@ -29,7 +29,6 @@ loads) once per layer version.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -177,7 +176,8 @@ class EmulatorBackend(AnalogBackend):
 
     def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
         profiler = self.profiler
-        start = time.perf_counter() if profiler is not None else 0.0
+        if profiler is not None:
+            profiler.mark()
         d = self._derived.get(
             layer,
             (layer.version, layer.num_sends),
@@ -204,7 +204,7 @@ class EmulatorBackend(AnalogBackend):
         torch.addcmul(fixed.offset, out, sigma, out=out)
         del sigma
         if profiler is not None:
-            start = profiler.lap("noise", start)
+            profiler.lap("noise")
         out.baddbmm_(xc, d.weight)
         if d.saturation is not None:
             self._dynamic_saturation(out, xc, d.weight, d.saturation)
@@ -215,7 +215,7 @@ class EmulatorBackend(AnalogBackend):
             out.clamp_(self.chip.adc_min, self.chip.adc_max)
         out.round_()
         if profiler is not None:
-            profiler.lap("analog kernel", start)
+            profiler.lap("analog kernel")
         return out
 
     def _dynamic_saturation(
