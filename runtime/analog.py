@@ -106,16 +106,20 @@ def count_clipped(
     hi = enc.offset + enc.scale * input_max
     lo = -hi if layer.signed == "split" else enc.offset
 
-    def count(mask: torch.Tensor) -> int:
-        if copies is None:
-            return int(torch.count_nonzero(mask))
-        return round(float(torch.sum(mask * copies, dtype=torch.float64)))
+    values = x.detach().numpy()
+    weights = None if copies is None else copies.numpy().astype(np.float64).reshape(-1)
+
+    def count(mask: np.ndarray) -> int:
+        # numpy: a fraction of the time of torch's boolean kernels; few entries clip
+        if weights is None:
+            return int(np.count_nonzero(mask))
+        return round(float(weights[np.flatnonzero(mask) % weights.size].sum()))
 
     if bounds is None or lo > hi:
-        return count((x < lo) | (x > hi))
+        return count((values < lo) | (values > hi))
     # float32 entries >= a float64 bound also pass the bound rounded to float32
-    below = count(x < lo) if bounds[0] < lo else 0
-    above = count(x > hi) if bounds[1] > hi else 0
+    below = count(values < lo) if bounds[0] < lo else 0
+    above = count(values > hi) if bounds[1] > hi else 0
     return below + above
 
 

@@ -320,7 +320,8 @@ def test_soft_saturation_on_the_reads_beyond_the_limits_equals_the_dense_formula
     layer = tiled_layer(CHIP, rng.integers(-63, 64, (256, 300)))
     layout = backend.layout(layer)
     fixed = backend._fixed_pattern(layout)
-    values = torch.from_numpy(rng.normal(0, 90, (layout.n_chunks, 50, 300)).astype(np.float32))
+    width = fixed.offset.shape[2]  # the run buffers' width (maybe padded)
+    values = torch.from_numpy(rng.normal(0, 90, (layout.n_chunks, 50, width)).astype(np.float32))
     out = values.clone()
     backend._soft_saturation(out, fixed)
 

@@ -37,26 +37,24 @@ import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
 from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
-from anacc.runtime.backends.noise import NormalSource
+from anacc.runtime.backends.noise import NormalSource, derived_seed
 
 _FIXED_PATTERN_STREAM = 0
 _TRIAL_STREAM = 1
 
 
-_MASK64 = 2**64 - 1
 # float32 rounding of a bound on the peak window loads (relative)
 _BOUND_MARGIN = 1.0 + 1e-5
+# float32 lanes of a 512-bit vector: the batched matmul is several times slower for fewer
+# output columns, or a few short of a multiple, than for the padded width (measured with MKL)
+_COLUMN_ALIGN = 16
 
 
-def _derived_seed(*words: int) -> int:
-    """A 64-bit seed mixed from ``words`` with splitmix64 steps (cheap: one per call)."""
-    state = 0
-    for word in words:
-        state = ((state ^ (word & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state ^= state >> 31
-    return state
+def padded_columns(columns: int) -> int:
+    """The width of the emulator's run buffers for ``columns`` outputs: padded to a multiple
+    of :data:`_COLUMN_ALIGN` when that costs at most 1/16 more, or when there are fewer."""
+    padded = -(-columns // _COLUMN_ALIGN) * _COLUMN_ALIGN
+    return padded if columns < _COLUMN_ALIGN or padded - columns <= columns // 16 else columns
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,11 @@ class _FixedPattern:
     """What a layer's layout picks out of the chip instance; built once per layout."""
 
     neuron_gain: torch.Tensor  # (R, 1, C)
-    offset: torch.Tensor  # (R, 1, C)
-    saturation_high: torch.Tensor  # (R, 1, C)
-    saturation_low: torch.Tensor  # (R, 1, C)
+    # (R, 1, Cp), padded to the run buffers' width (padded_columns): offset 0, limits that
+    # a padded read (always 0) stays inside
+    offset: torch.Tensor
+    saturation_high: torch.Tensor
+    saturation_low: torch.Tensor
     saturation_high_min: float
     saturation_low_max: float
     limits_inside_adc: bool  # every read inside its neuron's limits is inside the ADC range
@@ -139,8 +139,9 @@ class _PeakBase:
 class _EmulatedLayer:
     """Per-layer tensors of the model; ``(R, 1, C)`` ones broadcast over ``(R, B, C)``."""
 
-    weight: torch.Tensor  # (R, n_max, C): effective weight, output LSB per input unit
-    # (R * (n_max + 1), C): row r * (n_max + 1) + n is the noise sigma of run r's columns
+    # (R, n_max, Cp): effective weight, output LSB per input unit (0 on padded columns)
+    weight: torch.Tensor
+    # (R * (n_max + 1), Cp): row r * (n_max + 1) + n is the noise sigma of run r's columns
     # when n of its inputs are active; sigma_row (R, 1) holds r * (n_max + 1)
     sigma: torch.Tensor
     sigma_row: torch.Tensor
@@ -184,8 +185,8 @@ class EmulatorBackend(AnalogBackend):
             lambda: self._derive(layer, layout, self._derived.peek(layer)),
         )
         n_chunks, batch, _ = xc.shape
-        shape = (n_chunks, batch, layer.out_features)
-        trial = _derived_seed(self.seed, _TRIAL_STREAM, self._runs)
+        shape = (n_chunks, batch, d.weight.shape[2])
+        trial = derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
         # Standard normals, then offset + sigma * z in place, then the matmul accumulates the
         # charge into the same buffer. The buffer is run-major, so the batched matmul writes
@@ -193,8 +194,12 @@ class EmulatorBackend(AnalogBackend):
         out = torch.empty(shape)
         if self.fast_noise:
             self._normals.fill(out, trial)
-        else:
-            torch.randn(shape, generator=torch.Generator().manual_seed(trial), out=out)
+        else:  # drawn at the unpadded width: the stream of earlier versions
+            narrow = (n_chunks, batch, layer.out_features)
+            out[..., : layer.out_features] = torch.randn(
+                narrow, generator=torch.Generator().manual_seed(trial)
+            )
+            out[..., layer.out_features :] = 0.0
         fixed = d.fixed
         # inputs are integers >= 0: clamped at 1 they sum to the count of active ones (faster
         # than count_nonzero on the strided chunk view); the count picks the row of the run's
@@ -216,7 +221,7 @@ class EmulatorBackend(AnalogBackend):
         out.round_()
         if profiler is not None:
             profiler.lap("analog kernel")
-        return out
+        return out if shape[2] == layer.out_features else out[..., : layer.out_features]
 
     def _dynamic_saturation(
         self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
@@ -297,11 +302,16 @@ class EmulatorBackend(AnalogBackend):
         half, neuron = layout.half, layout.neuron  # (R, C)
         high = inst.saturation_high[half, neuron]
         low = inst.saturation_low[half, neuron]
+        extra = padded_columns(layout.out_features) - layout.out_features
+
+        def padded(t: torch.Tensor, value: float) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, extra), value=value).unsqueeze(1)
+
         return _FixedPattern(
             neuron_gain=inst.neuron_gain[half, neuron].unsqueeze(1),
-            offset=inst.neuron_offset[half, neuron].unsqueeze(1),
-            saturation_high=high.unsqueeze(1),
-            saturation_low=low.unsqueeze(1),
+            offset=padded(inst.neuron_offset[half, neuron], 0.0),
+            saturation_high=padded(high, float(high.max())),
+            saturation_low=padded(low, float(low.min())),
             saturation_high_min=float(high.min()),
             saturation_low_max=float(low.max()),
             limits_inside_adc=bool(
@@ -359,9 +369,10 @@ class EmulatorBackend(AnalogBackend):
             saturation = _Saturation(
                 peak_load=peak, spread_load=rho * charges.amax(2), kappa=kappa, inv_kappa=inv_kappa
             )
+        extra = padded_columns(layer.out_features) - layer.out_features
         return _EmulatedLayer(
-            weight=charge * gain,
-            sigma=sigma.view(-1, weight_q.shape[2]),
+            weight=torch.nn.functional.pad(charge * gain, (0, extra)),
+            sigma=torch.nn.functional.pad(sigma.view(-1, weight_q.shape[2]), (0, extra)),
             sigma_row=torch.arange(n_units).mul_(n_max + 1).view(-1, 1),
             fixed=fixed,
             num_sends=layer.num_sends,

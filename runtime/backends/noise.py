@@ -4,8 +4,8 @@ Every read of the emulated chip needs one standard normal per run, millions per 
 and ``torch.randn`` spends most of its time in its serial Mersenne Twister. This source draws
 exactly as many values as a call needs, by inverse-transform sampling with a table:
 
-- random bits come from numpy's ``SFC64`` generator, seeded per call (64 bits give four
-  16-bit uniforms);
+- random bits come from numpy's ``SFC64`` generator, its state set per call from the call's
+  64-bit seed by splitmix64 (64 bits give four 16-bit uniforms);
 - a 16-bit uniform ``i`` picks bin ``i`` of ``2**16`` equiprobable bins of the normal's
   central region ``|z| < q`` and returns the bin's conditional mean (one table lookup);
 - with probability ``2 * tail`` (``tail = 2**-16`` per side; ``q`` is the normal's
@@ -30,6 +30,20 @@ import torch
 
 TABLE_BITS = 16
 TAIL = 2.0**-TABLE_BITS  # probability of each tail
+_MASK64 = 2**64 - 1
+# SFC64's own seeding discards this many outputs after setting its state
+_WARMUP = 12
+
+
+def derived_seed(*words: int) -> int:
+    """A 64-bit seed mixed from ``words`` with splitmix64 steps (cheap: one per call)."""
+    state = 0
+    for word in words:
+        state = ((state ^ (word & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state ^= state >> 31
+    return state
 
 
 def central_table(bits: int = TABLE_BITS, tail: float = TAIL) -> torch.Tensor:
@@ -51,6 +65,20 @@ class NormalSource:
     def __init__(self) -> None:
         self.table = central_table()
         self._index = torch.empty(0, dtype=torch.int32)
+        self._bits = np.random.SFC64(0)
+
+    def _seeded(self, seed: int) -> np.random.SFC64:
+        """The bit generator with its state set from ``seed`` (faster than seeding a new one
+        through numpy's SeedSequence)."""
+        state = np.array([derived_seed(seed, k) for k in (1, 2, 3)] + [1], dtype=np.uint64)
+        self._bits.state = {
+            "bit_generator": "SFC64",
+            "state": {"state": state},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        self._bits.random_raw(_WARMUP)
+        return self._bits
 
     def fill(self, out: torch.Tensor, seed: int) -> torch.Tensor:
         """Fill the contiguous float32 tensor ``out`` with standard normals drawn from the
@@ -59,7 +87,7 @@ class NormalSource:
         n = out.numel()
         if n == 0:
             return out
-        bits = np.random.SFC64(seed)
+        bits = self._seeded(seed)
         words = bits.random_raw(-(-n // 4))
         uniforms = torch.from_numpy(words.view(np.uint16)[:n])
         if self._index.numel() < n:
