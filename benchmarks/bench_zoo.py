@@ -116,7 +116,8 @@ def run(
                 set_threads(count)
                 for batch in batches:
                     rows.append(bench(name, path, program, shape, batch, reps))
-                    print(fmt_table(HEADER, [_cells(rows[-1])]).splitlines()[-1], flush=True)
+                    line = fmt_table(HEADER, [_cells(rows[-1])]).splitlines()[-1]
+                    print(line, file=sys.stderr, flush=True)  # progress
     return {"image": image, "reps": reps, "rows": rows, "seconds": time.perf_counter() - t0}
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from anacc.compiler.program import ProgramLayer
-from anacc.compiler.quant import Encoding, encode_parts, zero_code
+from anacc.compiler.quant import Encoding, encode, zero_code
 from anacc.runtime.backends import Backend
 from anacc.runtime.profiler import Profiler
 
@@ -187,9 +187,10 @@ def analog_forward(
     per kind of work to ``profiler``.
 
     The samples run in blocks of about ``block_bytes`` of chip inputs and reads (one block
-    when tracing), each part of a ``split`` layer in its own backend call: the memory stays
-    bounded and each block's passes run in the cache. Every block is a new draw of the
-    noise, so the blocking is part of what a seed reproduces.
+    when tracing): the memory stays bounded and each block's passes run in the cache. The
+    parts of a ``split`` layer go in one backend call when the batch is one block, else in
+    one call each per block. Every call is a new draw of the noise, so the blocking is part
+    of what a seed reproduces (it depends only on the shapes).
     """
     if not backend.quantizes:
         y = backend.linear(layer.analog, rows_of(layer, x))
@@ -199,7 +200,8 @@ def analog_forward(
     chip = backend.chip
     bounds = extremes(layer, x)
     enc = input_encoding(layer, chip.input_max, bounds)
-    parts = encode_parts(x, layer.signed, enc, chip.input_max)
+    stacked = encode(x, layer.signed, enc, chip.input_max)
+    parts = [stacked[: len(x)], stacked[len(x) :]] if layer.signed == "split" else [stacked]
     pad = zero_code(layer.signed, enc, chip.input_max)
     if clip is not None or trace is not None:
         copies = None
@@ -229,24 +231,34 @@ def analog_forward(
     traced: list[list[torch.Tensor]] = [[] for _ in parts]
     for first in range(0, samples, step):
         count = min(step, samples - first)
-        y = None
-        for p, part in enumerate(parts):
-            rows_q = rows_of(layer, part[first : first + count] if count < samples else part, pad)
+        if count == samples and len(parts) == 2:  # one call for both parts of the batch
+            rows_q = rows_of(layer, stacked, pad)
             if profiler is not None:
                 profiler.lap("encode/im2col")
             reads = backend.mac(layer.analog, rows_q, checked=True)
-            if trace is not None:
+            half = reads.shape[0] // 2
+            part_reads = [reads[:half], reads[half:]]
+        else:
+            part_reads = []
+            for part in parts:
+                rows_q = rows_of(
+                    layer, part if count == samples else part[first : first + count], pad
+                )
+                if profiler is not None:
+                    profiler.lap("encode/im2col")
+                part_reads.append(backend.mac(layer.analog, rows_q, checked=True))
+        dest = None
+        if rows_out is not None:
+            n_rows = part_reads[0].shape[0]
+            dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
+        y = torch.sum(part_reads[0], dim=1, out=dest)
+        if len(part_reads) == 2:  # the digital combination: positive minus negative part
+            y.sub_(part_reads[1].sum(dim=1))
+        if trace is not None:
+            for p, reads in enumerate(part_reads):
                 traced[p].append(reads.detach())
-            if y is None:
-                dest = None
-                if rows_out is not None:
-                    n_rows = rows_q.shape[0]
-                    dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
-                y = torch.sum(reads, dim=1, out=dest)
-            else:
-                y.sub_(reads.sum(dim=1))
-            if profiler is not None:
-                profiler.lap("rescale")
+        if profiler is not None:
+            profiler.lap("rescale")
         finish(layer, backend.gain_per_send, y, enc)
         if profiler is not None:
             profiler.lap("rescale")
