@@ -321,12 +321,14 @@ def test_soft_saturation_on_the_reads_beyond_the_limits_equals_the_dense_formula
     layout = backend.layout(layer)
     fixed = backend._fixed_pattern(layout)
     width = fixed.offset.shape[2]  # the run buffers' width (maybe padded)
-    values = torch.from_numpy(rng.normal(0, 90, (layout.n_chunks, 50, width)).astype(np.float32))
+    # a sample-major buffer (samples, runs, columns)
+    values = torch.from_numpy(rng.normal(0, 90, (50, layout.n_chunks, width)).astype(np.float32))
     out = values.clone()
     backend._soft_saturation(out, fixed)
 
     v = values.double()
-    high, low = fixed.saturation_high.double(), fixed.saturation_low.double()
+    high = fixed.saturation_high.double().transpose(0, 1)
+    low = fixed.saturation_low.double().transpose(0, 1)
     headroom = CHIP.analog.saturation_headroom_lsb
     e_hi = (v - high).clamp_min(0)
     e_lo = (low - v).clamp_min(0)

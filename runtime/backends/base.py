@@ -147,35 +147,23 @@ class ChunkLayout:
         return self.valid.sum(1)
 
     def chunk_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_features)`` -> ``(U, ceil(B / copies), n_max)``, zero on padding (maybe a
-        view of x): unit ``k * R + r`` gets chunk ``r`` of vectors ``k, k + copies, ...``."""
+        """``(B, in_features)`` -> ``(U, ceil(B / copies), n_max)``, zero on padding (a view of
+        x when the chunks are equal and the copies divide the batch): unit ``k * R + r`` gets
+        chunk ``r`` of vectors ``k, k + copies, ...``."""
         k = self.copies
-        if k > 1:
-            groups = -(-x.shape[0] // k)
-            if groups * k != x.shape[0]:
-                x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
-            per_copy = x.view(groups, k, -1).transpose(0, 1)  # (K, G, in)
-            chunks = self._chunks(per_copy.reshape(k * groups, -1), self.n_chunks // k)
-            r = self.n_chunks // k
-            return (
-                chunks.view(r, k, groups, self.n_max)
-                .transpose(0, 1)
-                .reshape(self.n_chunks, groups, self.n_max)
-            )
-        return self._chunks(x, self.n_chunks)
-
-    def _chunks(self, x: torch.Tensor, n_chunks: int) -> torch.Tensor:
-        """Rows ``(B, in)`` -> the first ``n_chunks`` units' chunks ``(n_chunks, B, n_max)``."""
-        batch = x.shape[0]
-        gather = self.gather[:n_chunks]
-        if n_chunks * self.n_max == self.in_features:
-            return x.reshape(batch, n_chunks, self.n_max).transpose(0, 1)
-        padded = torch.nn.functional.pad(x, (0, 1))
-        flat = padded.index_select(1, gather.reshape(-1))
-        return flat.view(batch, n_chunks, self.n_max).transpose(0, 1)
+        r = self.n_chunks // k
+        groups = -(-x.shape[0] // k)
+        if groups * k != x.shape[0]:
+            x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
+        if r * self.n_max != self.in_features:  # unequal chunks: gather into padded ones
+            padded = torch.nn.functional.pad(x, (0, 1))
+            x = padded.index_select(1, self.gather[:r].reshape(-1))
+        # (G, K, R, n_max) -> (K, R, G, n_max): merging K and R keeps it a view
+        return x.reshape(groups, k, r, self.n_max).permute(1, 2, 0, 3).reshape(k * r, groups, -1)
 
     def unit_outputs(self, out: torch.Tensor, batch: int) -> torch.Tensor:
-        """Run-major reads ``(U, ceil(B / copies), C)`` -> ``(B, R, C)`` (maybe a view)."""
+        """Reads ``(U, ceil(B / copies), C)`` -> ``(B, R, C)``: a view when ``out`` is a view of
+        a sample-major buffer ``(G, U, C)``, else a copy for several copies."""
         k = self.copies
         if k == 1:
             return out.permute(1, 0, 2)

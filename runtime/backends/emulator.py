@@ -185,16 +185,18 @@ class EmulatorBackend(AnalogBackend):
             lambda: self._derive(layer, layout, self._derived.peek(layer)),
         )
         n_chunks, batch, _ = xc.shape
-        shape = (n_chunks, batch, d.weight.shape[2])
+        width = d.weight.shape[2]
         trial = derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
         # Standard normals, then offset + sigma * z in place, then the matmul accumulates the
-        # charge into the same buffer. The buffer is run-major, so the batched matmul writes
-        # contiguous blocks; the caller gets a (B, R, C) view.
-        out = torch.empty(shape)
+        # charge into the same buffer. The buffer is sample-major (B, R, C), so the caller's
+        # (B, R, C) view of it is contiguous, also for several copies of the layer; the
+        # matmul writes each run's (B, C) block with a row stride of R * C.
+        buffer = torch.empty(batch, n_chunks, width)
+        out = buffer.transpose(0, 1)  # (R, B, C)
         if self.fast_noise:
-            self._normals.fill(out, trial)
-        else:  # drawn at the unpadded width: the stream of earlier versions
+            self._normals.fill(buffer, trial)
+        else:  # run-major at the unpadded width: the stream of earlier versions
             narrow = (n_chunks, batch, layer.out_features)
             out[..., : layer.out_features] = torch.randn(
                 narrow, generator=torch.Generator().manual_seed(trial)
@@ -205,23 +207,23 @@ class EmulatorBackend(AnalogBackend):
         # than count_nonzero on the strided chunk view); the count picks the row of the run's
         # sigma table
         active = xc.clamp(max=1.0).sum(2).to(torch.int64).add_(d.sigma_row)  # (R, B)
-        sigma = torch.index_select(d.sigma, 0, active.view(-1)).view(shape)
-        torch.addcmul(fixed.offset, out, sigma, out=out)
+        sigma = torch.index_select(d.sigma, 0, active.t().reshape(-1)).view(buffer.shape)
+        torch.addcmul(fixed.offset.transpose(0, 1), buffer, sigma, out=buffer)
         del sigma
         if profiler is not None:
             profiler.lap("noise")
         out.baddbmm_(xc, d.weight)
         if d.saturation is not None:
             self._dynamic_saturation(out, xc, d.weight, d.saturation)
-        lowest, highest = (float(v) for v in torch.aminmax(out))
+        lowest, highest = (float(v) for v in torch.aminmax(buffer))
         if highest > fixed.saturation_high_min or lowest < fixed.saturation_low_max:
-            self._soft_saturation(out, fixed)
+            self._soft_saturation(buffer, fixed)
         elif highest > self.chip.adc_max or lowest < self.chip.adc_min:
-            out.clamp_(self.chip.adc_min, self.chip.adc_max)
-        out.round_()
+            buffer.clamp_(self.chip.adc_min, self.chip.adc_max)
+        buffer.round_()
         if profiler is not None:
             profiler.lap("analog kernel")
-        return out if shape[2] == layer.out_features else out[..., : layer.out_features]
+        return out if width == layer.out_features else out[..., : layer.out_features]
 
     def _dynamic_saturation(
         self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
@@ -251,41 +253,34 @@ class EmulatorBackend(AnalogBackend):
             lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
         out.index_add_(2, cols, lost[1] - lost[0])
 
-    def _soft_saturation(self, out: torch.Tensor, d: _FixedPattern) -> None:
+    def _soft_saturation(self, buffer: torch.Tensor, d: _FixedPattern) -> None:
         """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee),
-        then the ADC's range; only on the reads beyond the limits.
+        then the ADC's range; only on the reads beyond the limits. ``buffer`` is a contiguous
+        ``(..., R, Cp)`` tensor of reads (sample-major).
 
         Candidates are the reads beyond the limit nearest to zero among the layer's neurons
         (a superset of those beyond their own limits); for them, with ``e = v - clamp(v,
         low, high)`` (the signed excess, 0 inside the limits), the knee removes ``e * |e| /
-        (|e| + headroom)``: :func:`knee_loss` of the excess, with its sign. Reads inside
-        their limits are inside the ADC's range (checked per layout), so the ADC clamp only
+        (|e| + headroom)``: :func:`_knee_loss` of the excess, with its sign. Reads inside
+        their limits are inside the ADC range (checked per layout), so the ADC clamp only
         concerns the candidates as well.
         """
         chip = self.chip
-        flat = out.view(-1)
+        flat = buffer.view(-1)
         bound = min(d.saturation_high_min, -d.saturation_low_max)
         index = torch.from_numpy(np.flatnonzero(np.abs(flat.numpy()) > bound))
         if index.numel():
-            self._bend(out, index, d)
+            # the (run, column) of each candidate picks its neuron's limits
+            limit = index.remainder(d.saturation_high.numel())
+            v = flat[index]
+            high = d.saturation_high.view(-1)[limit]
+            low = d.saturation_low.view(-1)[limit]
+            excess = v - torch.minimum(torch.maximum(v, low), high)
+            size = excess.abs()
+            v -= excess * size / (size + chip.analog.saturation_headroom_lsb)
+            flat[index] = v.clamp_(chip.adc_min, chip.adc_max)
         if not d.limits_inside_adc:
-            out.clamp_(chip.adc_min, chip.adc_max)
-
-    def _bend(self, out: torch.Tensor, index: torch.Tensor, d: _FixedPattern) -> None:
-        """The knee and the ADC clamp on the reads at flat positions ``index``."""
-        chip = self.chip
-        flat = out.view(-1)
-        cols = out.shape[2]
-        # the (run, column) of each candidate picks its neuron's limits
-        limit = index.div(out.shape[1] * cols, rounding_mode="floor").mul_(cols)
-        limit.add_(index.remainder(cols))
-        v = flat[index]
-        high = d.saturation_high.view(-1)[limit]
-        low = d.saturation_low.view(-1)[limit]
-        excess = v - torch.minimum(torch.maximum(v, low), high)
-        size = excess.abs()
-        v -= excess * size / (size + chip.analog.saturation_headroom_lsb)
-        flat[index] = v.clamp_(chip.adc_min, chip.adc_max)
+            buffer.clamp_(chip.adc_min, chip.adc_max)
 
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
