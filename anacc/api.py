@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from anacc.compiler import program as _program
 from anacc.compiler import program_io
@@ -47,18 +48,37 @@ class Program(_program.Program):
         *,
         backend: str = "emulator",
         seed: int = 0,
-        batch_size: int = 256,
+        batch_size: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Outputs (named after the graph outputs) for a batch of inputs, in a new
-        :class:`Session` (so the same seed gives the same outputs on every call; keep a
-        session to draw fresh noise call after call)."""
-        return Session(self, backend=backend, seed=seed).run(inputs, batch_size=batch_size)
+        """Outputs (named after the graph outputs) for a batch of inputs. The same seed gives
+        the same outputs on every call: each call runs as a new :class:`Session` would (one
+        kept per backend and seed, its noise sequence started again; keep a session yourself
+        to draw fresh noise call after call)."""
+        return self._session(backend, seed).run(inputs, batch_size=batch_size)
 
     def evaluate(self, inputs: dict[str, np.ndarray], **kwargs: Any) -> RunResult:
         """Like :meth:`run` but returns the full result (accuracy with ``labels``, seconds)."""
         backend = kwargs.pop("backend", "emulator")
         seed = kwargs.pop("seed", 0)
-        return Session(self, backend=backend, seed=seed).evaluate(inputs, **kwargs)
+        return self._session(backend, seed).evaluate(inputs, **kwargs)
+
+    def _session(self, backend: str, seed: int) -> Session:
+        """The kept session for ``(backend, seed)`` and the current torch thread count, its
+        noise sequence started again. It is built on first use (chip instance, onnxruntime
+        sessions of the digital regions) and lives as long as this program object."""
+        sessions = self.__dict__.setdefault("_sessions", {})
+        key = (backend, seed, torch.get_num_threads())
+        session = sessions.get(key)
+        if session is None or session.program is not self:  # a shallow copy shares the dict
+            session = sessions[key] = Session(self, backend=backend, seed=seed)
+        session.reset_noise()
+        return session
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the kept sessions (they hold onnxruntime sessions)."""
+        state = self.__dict__.copy()
+        state.pop("_sessions", None)
+        return state
 
     def report(self, data: dict[str, np.ndarray] | None = None, **kwargs: Any):
         """The mapping report (with ``data``: error budget and accuracy per backend)."""

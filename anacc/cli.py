@@ -200,8 +200,14 @@ def compile_cmd(
     help="Write the outputs to this .npz, named after the graph outputs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--profile",
+    "profile_run",
+    is_flag=True,
+    help="Print the time per step and per kind of work, and the run's peak memory.",
+)
 @user_errors
-def run_cmd(program, data, backend, seed, batch_size, output, as_json):
+def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_run):
     """Run PROGRAM on DATA with a backend; prints top-1 accuracy when DATA has labels."""
     from anacc.compiler.datafile import load_dataset
     from anacc.compiler.files import atomic_write
@@ -214,13 +220,19 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
                 raise OptionError(f"{output}: refusing to overwrite an input file")
     prog = load_program(program)
     ds = load_dataset(data, prog.inputs)
+    profiler = None
+    if profile_run:
+        from anacc.runtime.profiler import Profiler
+
+        profiler = Profiler()
     result = run_program(
         prog,
         ds,
         backend=backend,
         seed=seed,
         batch_size=batch_size,
-        progress=sys.stderr.isatty() and not as_json,
+        progress=sys.stderr.isatty() and not as_json and profiler is None,
+        profiler=profiler,
     )
     _echo_warnings(result.warnings)
     if output is not None:
@@ -236,6 +248,7 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
                     "accuracy": result.accuracy,
                     "seconds": round(result.seconds, 4),
                     "outputs": {k: list(v.shape) for k, v in result.outputs.items()},
+                    **({"profile": profiler.to_dict()} if profiler is not None else {}),
                 }
             )
         )
@@ -245,6 +258,8 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
         f"{result.backend}: {result.samples} samples, top-1 accuracy {acc}, "
         f"{result.seconds:.2f} s" + (f" -> {output}" if output else "")
     )
+    if profiler is not None:
+        click.echo(f"\nprofile (program load excluded):\n{profiler.table()}")
 
 
 @main.command("finetune")

@@ -3,7 +3,9 @@
 Tables (each module's docstring says exactly what it measures):
 
 - ``layer``: one analog layer on each backend against a torch float32 matmul (bench_layer)
-- ``inference``: the ``anacc run`` path against onnxruntime and torch FP32 (bench_inference)
+- ``inference``: the user's path (``Session.run``, ``program.run``, ``anacc run``) against
+  onnxruntime and torch FP32 and the floor, at one and two threads (bench_inference)
+- ``zoo``: the nine real architectures of ``models/zoo`` against onnxruntime (bench_zoo)
 - ``compile``: compile time and peak memory against model size (bench_compile)
 - ``finetune``: one fine-tuning epoch against one torch FP32 epoch (bench_finetune)
 - ``accuracy``: test accuracy per backend, profile and fine-tuning (bench_accuracy)
@@ -37,11 +39,14 @@ import bench_finetune
 import bench_inference
 import bench_layer
 import bench_mapping
+import bench_zoo
 from _common import machine_info, set_threads
 
 TITLES = {
     "layer": "Layer: analog layer time / torch float32 matmul time (same shape)",
-    "inference": "Model inference: anacc run (emulator) vs onnxruntime FP32 and torch FP32",
+    "inference": "Model inference: the emulator on the user's path vs onnxruntime FP32, torch "
+    "FP32 and the floor",
+    "zoo": "Real architectures: the emulator vs onnxruntime FP32 (image models at 64 x 64)",
     "compile": "Compile: time and peak RSS above the import baseline against model size",
     "finetune": "Fine-tuning: one epoch of finetune (emulator) vs one torch FP32 epoch",
     "accuracy": "Accuracy on the test split",
@@ -56,6 +61,7 @@ def tables(quick: bool) -> dict[str, tuple[Callable[[], dict], Callable[[dict], 
             lambda: bench_inference.run(quick, 3 if quick else 5),
             bench_inference.table,
         ),
+        "zoo": (lambda: bench_zoo.run(quick, 2 if quick else 3), bench_zoo.table),
         "compile": (lambda: bench_compile.run(quick), bench_compile.table),
         "finetune": (lambda: bench_finetune.run(quick, 1 if quick else 3), bench_finetune.table),
         "accuracy": (lambda: bench_accuracy.run(quick), bench_accuracy.table),

@@ -29,8 +29,12 @@ import torch
 from anacc.compiler.program import ProgramLayer
 from anacc.compiler.quant import Encoding, encode, zero_code
 from anacc.runtime.backends import Backend
+from anacc.runtime.profiler import Profiler
 
 from anacc.errors import DataError
+
+# chip inputs and per-run reads of one block of samples (see analog_forward)
+BLOCK_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -102,30 +106,37 @@ def count_clipped(
     hi = enc.offset + enc.scale * input_max
     lo = -hi if layer.signed == "split" else enc.offset
 
-    def count(mask: torch.Tensor) -> int:
-        if copies is None:
-            return int(torch.count_nonzero(mask))
-        return round(float(torch.sum(mask * copies, dtype=torch.float64)))
+    values = x.detach().numpy()
+    weights = None if copies is None else copies.numpy().astype(np.float64).reshape(-1)
+
+    def count(mask: np.ndarray) -> int:
+        # numpy: a fraction of the time of torch's boolean kernels; few entries clip
+        if weights is None:
+            return int(np.count_nonzero(mask))
+        return round(float(weights[np.flatnonzero(mask) % weights.size].sum()))
 
     if bounds is None or lo > hi:
-        return count((x < lo) | (x > hi))
+        return count((values < lo) | (values > hi))
     # float32 entries >= a float64 bound also pass the bound rounded to float32
-    below = count(x < lo) if bounds[0] < lo else 0
-    above = count(x > hi) if bounds[1] > hi else 0
+    below = count(values < lo) if bounds[0] < lo else 0
+    above = count(values > hi) if bounds[1] > hi else 0
     return below + above
 
 
 def rescale(layer: ProgramLayer, gain: float, reads: torch.Tensor, enc: Encoding) -> torch.Tensor:
     """ADC reads ``(parts * rows, chunks, out)`` -> float ``(rows, out)``: the digital sum over
     the row chunks and parts, rescaled, plus the shift correction and the bias."""
-    a = layer.analog
-    # the sum over row chunks is a new tensor: rescale and correct it in place
-    summed = reads.sum(dim=1)
+    rows = reads.shape[0] // (2 if layer.signed == "split" else 1)
+    y = reads[:rows].sum(dim=1)
     if layer.signed == "split":  # the digital combination: positive minus negative part
-        rows = summed.shape[0] // 2
-        y = summed[:rows] - summed[rows:]
-    else:
-        y = summed
+        y.sub_(reads[rows:].sum(dim=1))
+    return finish(layer, gain, y, enc)
+
+
+def finish(layer: ProgramLayer, gain: float, y: torch.Tensor, enc: Encoding) -> torch.Tensor:
+    """The summed reads ``y`` ``(rows, out)`` rescaled in place, plus the shift correction and
+    the bias; returns ``y``."""
+    a = layer.analog
     w_scale = torch.from_numpy(layer.weight_scale)
     y.mul_(w_scale * (enc.scale / (gain * a.num_sends)))
     if layer.signed == "shift" and enc.offset != 0.0:
@@ -153,15 +164,34 @@ def fold(layer: ProgramLayer, y: torch.Tensor, x_shape: torch.Size) -> torch.Ten
     return y.reshape((*x_shape[:-1], y.shape[-1]))
 
 
+def block_samples(layer: ProgramLayer, x_shape: torch.Size, block_bytes: int) -> int:
+    """Samples (axis 0 of the layer's input) per block: as many as keep one block's chip
+    input vectors and per-run reads (float32) within ``block_bytes``, at least one."""
+    a = layer.analog
+    rows = math.prod(x_shape[1:-1]) if layer.conv is None else layer.conv.positions(x_shape[2:])
+    per_sample = 4 * rows * (a.in_features + len(a.row_chunks) * a.out_features)
+    return max(1, block_bytes // max(per_sample, 1))
+
+
 def analog_forward(
     layer: ProgramLayer,
     x: torch.Tensor,
     backend: Backend,
     clip: ClipCount | None = None,
     trace: LayerTrace | None = None,
+    profiler: Profiler | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> torch.Tensor:
     """``layer(x)`` computed the way the chip computes it (no autograd); see the module
-    docstring. Counts clipped inputs into ``clip`` and ``trace`` where given."""
+    docstring. Counts clipped inputs into ``clip`` and ``trace`` where given; adds its time
+    per kind of work to ``profiler``.
+
+    The samples run in blocks of about ``block_bytes`` of chip inputs and reads (one block
+    when tracing): the memory stays bounded and each block's passes run in the cache. The
+    parts of a ``split`` layer go in one backend call when the batch is one block, else in
+    one call each per block. Every call is a new draw of the noise, so the blocking is part
+    of what a seed reproduces (it depends only on the shapes).
+    """
     if not backend.quantizes:
         y = backend.linear(layer.analog, rows_of(layer, x))
         if layer.bias is not None:
@@ -170,24 +200,80 @@ def analog_forward(
     chip = backend.chip
     bounds = extremes(layer, x)
     enc = input_encoding(layer, chip.input_max, bounds)
-    x_q = encode(x, layer.signed, enc, chip.input_max)
-    rows_q = rows_of(layer, x_q, zero_code(layer.signed, enc, chip.input_max))
-    reads = backend.mac(layer.analog, rows_q)
+    stacked = encode(x, layer.signed, enc, chip.input_max)
+    parts = [stacked[: len(x)], stacked[len(x) :]] if layer.signed == "split" else [stacked]
+    pad = zero_code(layer.signed, enc, chip.input_max)
     if clip is not None or trace is not None:
         copies = None
         if layer.conv is not None:
             copies = layer.conv.multiplicity(tuple(x.shape[2:]))
         clipped = count_clipped(layer, x, enc, chip.input_max, bounds, copies)
-        parts = 2 if layer.signed == "split" else 1
-        inputs = rows_q.numel() // parts
-        for counter in (clip, trace):
-            if isinstance(counter, ClipCount):
-                counter.clipped += clipped
-                counter.inputs += inputs
+        per_sample = layer.analog.in_features * (
+            layer.conv.positions(tuple(x.shape[2:])) if layer.conv is not None else 1
+        )
+        inputs = per_sample * (x.shape[0] if layer.conv is not None else x.numel() // x.shape[-1])
+        if clip is not None:
+            clip.clipped += clipped
+            clip.inputs += inputs
         if trace is not None:
             trace.clipped_inputs += clipped
             trace.inputs += inputs
-            rows = rows_q.shape[0] // parts
-            trace.adc.extend(reads[i * rows : (i + 1) * rows].detach() for i in range(parts))
-    y = rescale(layer, backend.gain_per_send, reads, enc)
-    return fold(layer, y, x.shape)
+    if profiler is not None:
+        profiler.lap("encode/im2col")
+    shape = x.shape if x.dim() > 1 else torch.Size((1, *x.shape))
+    samples = shape[0]
+    step = samples if trace is not None else block_samples(layer, shape, block_bytes)
+    out_features = layer.analog.out_features
+    out = x.new_empty(output_shape(layer, x.shape, out_features))
+    # dense layers sum their reads straight into the output's rows; a convolution's rows are
+    # folded into its channel-major blocks
+    rows_out = out.view(-1, out_features) if layer.conv is None else None
+    traced: list[list[torch.Tensor]] = [[] for _ in parts]
+    for first in range(0, samples, step):
+        count = min(step, samples - first)
+        if count == samples and len(parts) == 2:  # one call for both parts of the batch
+            rows_q = rows_of(layer, stacked, pad)
+            if profiler is not None:
+                profiler.lap("encode/im2col")
+            reads = backend.mac(layer.analog, rows_q, checked=True)
+            half = reads.shape[0] // 2
+            part_reads = [reads[:half], reads[half:]]
+        else:
+            part_reads = []
+            for part in parts:
+                rows_q = rows_of(
+                    layer, part if count == samples else part[first : first + count], pad
+                )
+                if profiler is not None:
+                    profiler.lap("encode/im2col")
+                part_reads.append(backend.mac(layer.analog, rows_q, checked=True))
+        dest = None
+        if rows_out is not None:
+            n_rows = part_reads[0].shape[0]
+            dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
+        y = torch.sum(part_reads[0], dim=1, out=dest)
+        if len(part_reads) == 2:  # the digital combination: positive minus negative part
+            y.sub_(part_reads[1].sum(dim=1))
+        if trace is not None:
+            for p, reads in enumerate(part_reads):
+                traced[p].append(reads.detach())
+        if profiler is not None:
+            profiler.lap("rescale")
+        finish(layer, backend.gain_per_send, y, enc)
+        if profiler is not None:
+            profiler.lap("rescale")
+        if rows_out is None:
+            folded = y.view(count, -1, out_features).transpose(1, 2)
+            out[first : first + count].view(count, out_features, -1).copy_(folded)
+            if profiler is not None:
+                profiler.lap("data movement")
+    if trace is not None:
+        trace.adc.extend(torch.cat(t) if len(t) > 1 else t[0] for t in traced)
+    return out
+
+
+def output_shape(layer: ProgramLayer, x_shape: torch.Size, out_features: int) -> tuple[int, ...]:
+    """The shape of ``layer(x)`` for an input of shape ``x_shape``."""
+    if layer.conv is not None:
+        return (x_shape[0], out_features, *layer.conv.output_shape(tuple(x_shape[2:])))
+    return (*x_shape[:-1], out_features)

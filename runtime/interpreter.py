@@ -9,7 +9,8 @@ on each layer's input, :mod:`anacc.runtime.error_budget`) and cost counting (inp
 layer, :mod:`anacc.runtime.report`) override one method or two, like torch.fx's Interpreter.
 
 Tensors are dropped from the environment after their last use, so a forward pass holds only
-what later steps still need.
+what later steps still need. With a :class:`~anacc.runtime.profiler.Profiler` in
+``profiler``, every step's wall time is recorded under its name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from anacc.compiler.program import AnalogStep, DigitalStep, Program, ProgramLayer
+from anacc.runtime.profiler import Profiler
 
 
 def last_uses(program: Program) -> list[tuple[str, ...]]:
@@ -38,10 +40,12 @@ class Interpreter:
     """Runs ``program`` step by step; subclasses implement :meth:`analog` and
     :meth:`digital` (see the module docstring)."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, drop: list[tuple[str, ...]] | None = None) -> None:
+        """``drop``: :func:`last_uses` of ``program`` when the caller has it already."""
         self.program = program
-        self._drop = last_uses(program)
+        self._drop = last_uses(program) if drop is None else drop
         self._constants: dict[str, torch.Tensor] | None = None
+        self.profiler: Profiler | None = None
 
     def analog(self, step: AnalogStep, layer: ProgramLayer, x: torch.Tensor) -> torch.Tensor:
         """The output of one use of an analog layer."""
@@ -54,7 +58,9 @@ class Interpreter:
     def run(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         env = dict(feeds)
         layers = self.program.layers
+        profiler = self.profiler
         for step, drop in zip(self.program.steps, self._drop, strict=True):
+            start = profiler.begin(step.name, step.op) if profiler is not None else 0.0
             args = [env[t] for t in step.inputs]
             if isinstance(step, AnalogStep):
                 outs = [self.analog(step, layers[step.layer], args[0])]
@@ -63,6 +69,8 @@ class Interpreter:
             env.update(zip(step.outputs, outs, strict=True))
             for t in drop:
                 env.pop(t, None)
+            if profiler is not None:
+                profiler.end(start)
         return {o.name: self._value(env, o.name) for o in self.program.outputs}
 
     def _value(self, env: dict[str, torch.Tensor], name: str) -> torch.Tensor:

@@ -24,7 +24,8 @@ from anacc.compiler.program import AnalogStep, DigitalStep, Program, ProgramLaye
 from anacc.runtime.analog import ClipCount, LayerTrace, analog_forward
 from anacc.runtime.backends import Backend, get_backend
 from anacc.runtime.digital import OrtRegions
-from anacc.runtime.interpreter import Interpreter
+from anacc.runtime.interpreter import Interpreter, last_uses
+from anacc.runtime.profiler import Profiler
 
 from anacc.errors import DataError
 
@@ -42,8 +43,9 @@ class InferenceInterpreter(Interpreter):
         regions: OrtRegions,
         *,
         trace: bool = False,
+        drop: list[tuple[str, ...]] | None = None,
     ) -> None:
-        super().__init__(program)
+        super().__init__(program, drop)
         self.backend = backend
         self.regions = regions
         self.clipped = {name: ClipCount() for name in program.layers}
@@ -51,10 +53,18 @@ class InferenceInterpreter(Interpreter):
 
     def analog(self, step: AnalogStep, layer: ProgramLayer, x: torch.Tensor) -> torch.Tensor:
         trace = self.traces[step.layer] if self.traces is not None else None
-        return analog_forward(layer, x, self.backend, self.clipped[step.layer], trace)
+        clip = self.clipped[step.layer]
+        return analog_forward(layer, x, self.backend, clip, trace, self.profiler)
 
     def digital(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return self.regions.run(step, args)
+        profiler = self.profiler
+        if profiler is None:
+            return self.regions.run(step, args)
+        args = [a.contiguous() for a in args]
+        profiler.lap("data movement")
+        outs = self.regions.run(step, args)
+        profiler.lap("digital ops")
+        return outs
 
 
 @dataclass
@@ -171,17 +181,27 @@ class Session:
         self.regions = OrtRegions(program, threads)
         # outputs without a batch axis mix the samples: such a program runs its data in one go
         self._whole = program.batched and any(o.batch_axis is None for o in program.outputs)
+        self._drop = last_uses(program)
 
     def interpreter(self, *, trace: bool = False) -> InferenceInterpreter:
-        return InferenceInterpreter(self.program, self.backend, self.regions, trace=trace)
+        return InferenceInterpreter(
+            self.program, self.backend, self.regions, trace=trace, drop=self._drop
+        )
+
+    def reset_noise(self) -> None:
+        """Start the backend's noise sequence again, as a new session with this seed."""
+        self.backend.reset_noise()
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE
+        self, feeds: Mapping[str, np.ndarray], *, batch_size: int | None = None
     ) -> dict[str, np.ndarray]:
         """Outputs (named after the graph outputs) for ``feeds`` (arrays named after the
-        inputs, shaped as :func:`~anacc.compiler.datafile.match_inputs` accepts)."""
+        inputs, shaped as :func:`~anacc.compiler.datafile.match_inputs` accepts); all samples
+        in one batch unless ``batch_size`` is given (an analog layer's memory stays bounded
+        either way)."""
         data = match_inputs(dict(feeds), self.program.inputs, "input data")
-        return self.evaluate(data, batch_size=batch_size).outputs
+        size = data.samples if batch_size is None else batch_size
+        return self.evaluate(data, batch_size=max(1, size)).outputs
 
     def evaluate(
         self,
@@ -190,13 +210,40 @@ class Session:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
         trace: bool = False,
+        profiler: Profiler | None = None,
     ) -> RunResult:
-        """Run every sample of ``data``; accuracy if it has labels."""
+        """Run every sample of ``data``; accuracy if it has labels. ``profiler`` records the
+        time per step and kind of work, and the run's peak memory."""
         program = self.program
         if not isinstance(data, Dataset):
             data = match_inputs(dict(data), program.inputs, "input data")
         check_labels_fit(program, data)
         interp = self.interpreter(trace=trace)
+        if profiler is not None:
+            return self._profiled(profiler, interp, data, batch_size, progress)
+        return self._evaluate(interp, data, batch_size, progress)
+
+    def _profiled(
+        self,
+        profiler: Profiler,
+        interp: InferenceInterpreter,
+        data: Dataset,
+        batch_size: int,
+        progress: bool,
+    ) -> RunResult:
+        interp.profiler = self.backend.profiler = profiler
+        profiler.start_run()
+        try:
+            return self._evaluate(interp, data, batch_size, progress)
+        finally:
+            profiler.end_run()
+            self.backend.profiler = None
+
+    def _evaluate(
+        self, interp: InferenceInterpreter, data: Dataset, batch_size: int, progress: bool
+    ) -> RunResult:
+        program = self.program
+        profiler = interp.profiler
         t0 = time.perf_counter()
         collected: dict[str, list[np.ndarray]] = {o.name: [] for o in program.outputs}
         runs = list(data.runs(data.samples if self._whole else batch_size))
@@ -207,12 +254,20 @@ class Session:
             it = tqdm(runs, desc=f"run ({self.backend.name})", unit="batch", leave=False)
         with torch.no_grad():
             for _, feeds in it:
+                if profiler is not None:
+                    profiler.mark()
                 tensors = {
                     k: torch.from_numpy(np.require(v, requirements="C")) for k, v in feeds.items()
                 }
+                if profiler is not None:
+                    profiler.lap("data movement")
                 for k, v in interp.run(tensors).items():
                     collected[k].append(v.numpy())
+        if profiler is not None:
+            profiler.mark()
         outputs = {o.name: self._join(o.name, collected[o.name], data) for o in program.outputs}
+        if profiler is not None:
+            profiler.lap("data movement")
         seconds = time.perf_counter() - t0
         accuracy = None
         if data.labels is not None and program.outputs and class_labels(data.labels):
@@ -254,7 +309,10 @@ def run_program(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     trace: bool = False,
+    profiler: Profiler | None = None,
 ) -> RunResult:
     """Run ``program`` over all samples of ``data`` in a new :class:`Session`."""
     session = Session(program, backend, seed)
-    return session.evaluate(data, batch_size=batch_size, progress=progress, trace=trace)
+    return session.evaluate(
+        data, batch_size=batch_size, progress=progress, trace=trace, profiler=profiler
+    )

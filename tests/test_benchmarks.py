@@ -17,11 +17,17 @@ ROW_KEYS = {
     "inference": {
         "model",
         "batch",
+        "threads",
         "ms",
         "emulator_vs_ort",
+        "program_run_vs_ort",
+        "floor_ms",
+        "emulator_vs_floor",
+        "draws",
         "torch_vs_ort",
         "emulator_vs_torch",
     },
+    "zoo": {"model", "batch", "threads", "ort_ms", "emulator_ms", "emulator_vs_ort", "floor_ms"},
     "compile": {
         "family",
         "params",

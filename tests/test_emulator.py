@@ -287,17 +287,56 @@ def test_a_batch_is_the_concatenation_of_its_parts_without_noise():
     torch.testing.assert_close(whole, parts, rtol=0, atol=0)
 
 
-def test_reads_are_int8_and_fresh_draws_give_the_same_statistics():
+def test_reads_are_int8_and_the_fast_normals_give_the_statistics_of_torch_randn():
     layer = tiled_layer(CHIP, np.full((100, 512), 21))
     x = torch.full((400, 100), 15.0)
-    banked = emulator("default", seed=5).mac(layer, x)
-    fresh = EmulatorBackend(CHIP, CHIP.profile("default"), seed=5, noise_bank=False).mac(layer, x)
-    for reads in (banked, fresh):
+    fast = emulator("default", seed=5).mac(layer, x)
+    fresh = EmulatorBackend(CHIP, CHIP.profile("default"), seed=5, fast_noise=False).mac(layer, x)
+    for reads in (fast, fresh):
         assert reads.dtype == torch.float32
         assert torch.equal(reads, reads.round())
         assert reads.min() >= CHIP.adc_min and reads.max() <= CHIP.adc_max
-    assert float(banked.std(0).median()) == pytest.approx(float(fresh.std(0).median()), rel=0.05)
-    torch.testing.assert_close(banked.mean(0), fresh.mean(0), atol=0.6, rtol=0)
+    assert float(fast.std(0).median()) == pytest.approx(float(fresh.std(0).median()), rel=0.05)
+    torch.testing.assert_close(fast.mean(0), fresh.mean(0), atol=0.6, rtol=0)
+
+
+def test_reset_noise_repeats_the_sequence_of_outputs():
+    rng = np.random.default_rng(3)
+    layer = tiled_layer(CHIP, rng.integers(-63, 64, (200, 300)), 2)
+    x = torch.from_numpy(rng.integers(0, 8, (16, 200)).astype(np.float32))
+    backend = emulator("default", seed=2)
+    first = [backend.mac(layer, x) for _ in range(3)]
+    backend.reset_noise()
+    again = [backend.mac(layer, x) for _ in range(3)]
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_soft_saturation_on_the_reads_beyond_the_limits_equals_the_dense_formula():
+    """The sparse knee against the documented formula on every read, in float64."""
+    backend = emulator("default", seed=4)
+    rng = np.random.default_rng(4)
+    layer = tiled_layer(CHIP, rng.integers(-63, 64, (256, 300)))
+    layout = backend.layout(layer)
+    fixed = backend._fixed_pattern(layout)
+    width = fixed.offset.shape[2]  # the run buffers' width (maybe padded)
+    # a sample-major buffer (samples, runs, columns)
+    values = torch.from_numpy(rng.normal(0, 90, (50, layout.n_chunks, width)).astype(np.float32))
+    out = values.clone()
+    backend._soft_saturation(out, fixed)
+
+    v = values.double()
+    high = fixed.saturation_high.double().transpose(0, 1)
+    low = fixed.saturation_low.double().transpose(0, 1)
+    headroom = CHIP.analog.saturation_headroom_lsb
+    e_hi = (v - high).clamp_min(0)
+    e_lo = (low - v).clamp_min(0)
+    bent = torch.where(v > high, high + headroom * e_hi / (headroom + e_hi), v)
+    bent = torch.where(v < low, low - headroom * e_lo / (headroom + e_lo), bent)
+    expected = bent.clamp(CHIP.adc_min, CHIP.adc_max)
+    assert ((v > high) | (v < low)).float().mean() > 0.2  # many reads beyond the limits
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-4)
 
 
 def test_cache_follows_the_layer_version():

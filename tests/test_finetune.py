@@ -179,8 +179,11 @@ def test_a_few_finetuning_steps_lower_the_training_loss():
 
     result = finetune(program, train, None, FinetuneOptions(epochs=2, lr=2e-3, seed=0))
     assert result.best_epoch >= 1
-    assert loss(result.program) < loss(program)
-    assert result.history[-1].train_loss < result.history[0].train_loss * 1.05
+    before = loss(program)
+    assert loss(result.program) < before
+    # the loss of one epoch against the next varies with the noise draws; both epochs train
+    # below the loss the program started from
+    assert max(r.train_loss for r in result.history) < before
 
 
 def test_finetuning_is_deterministic_with_a_seed():

@@ -30,12 +30,16 @@ import numpy as np
 import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
+from anacc.runtime.profiler import Profiler
 
 T = TypeVar("T")
 
 
 class Backend(ABC):
-    """One way to execute analog layers; see the module docstring for the two entry points."""
+    """One way to execute analog layers; see the module docstring for the two entry points.
+
+    ``profiler`` (an :class:`~anacc.runtime.profiler.Profiler`, or None) receives the time a
+    backend spends per kind of work, where it tells them apart."""
 
     name: ClassVar[str]
     quantizes: ClassVar[bool]
@@ -43,6 +47,10 @@ class Backend(ABC):
     def __init__(self, chip: ChipSpec, profile: Profile) -> None:
         self.chip = chip
         self.profile = profile
+        self.profiler: Profiler | None = None
+
+    def reset_noise(self) -> None:  # noqa: B027 - deterministic backends have nothing to reset
+        """Start the trial-to-trial noise sequence again (backends with noise)."""
 
     @property
     def gain_per_send(self) -> float:
@@ -55,7 +63,7 @@ class Backend(ABC):
             f"the {self.name} backend takes quantized inputs through mac(), not linear()"
         )
 
-    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
         """Integer inputs ``(B, in_features)`` -> ADC reads ``(B, n_row_chunks, out_features)``."""
         raise NotImplementedError(
             f"the {self.name} backend does not quantize; call linear() with float inputs"
@@ -139,35 +147,23 @@ class ChunkLayout:
         return self.valid.sum(1)
 
     def chunk_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_features)`` -> ``(U, ceil(B / copies), n_max)``, zero on padding (maybe a
-        view of x): unit ``k * R + r`` gets chunk ``r`` of vectors ``k, k + copies, ...``."""
+        """``(B, in_features)`` -> ``(U, ceil(B / copies), n_max)``, zero on padding (a view of
+        x when the chunks are equal and the copies divide the batch): unit ``k * R + r`` gets
+        chunk ``r`` of vectors ``k, k + copies, ...``."""
         k = self.copies
-        if k > 1:
-            groups = -(-x.shape[0] // k)
-            if groups * k != x.shape[0]:
-                x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
-            per_copy = x.view(groups, k, -1).transpose(0, 1)  # (K, G, in)
-            chunks = self._chunks(per_copy.reshape(k * groups, -1), self.n_chunks // k)
-            r = self.n_chunks // k
-            return (
-                chunks.view(r, k, groups, self.n_max)
-                .transpose(0, 1)
-                .reshape(self.n_chunks, groups, self.n_max)
-            )
-        return self._chunks(x, self.n_chunks)
-
-    def _chunks(self, x: torch.Tensor, n_chunks: int) -> torch.Tensor:
-        """Rows ``(B, in)`` -> the first ``n_chunks`` units' chunks ``(n_chunks, B, n_max)``."""
-        batch = x.shape[0]
-        gather = self.gather[:n_chunks]
-        if n_chunks * self.n_max == self.in_features:
-            return x.reshape(batch, n_chunks, self.n_max).transpose(0, 1)
-        padded = torch.nn.functional.pad(x, (0, 1))
-        flat = padded.index_select(1, gather.reshape(-1))
-        return flat.view(batch, n_chunks, self.n_max).transpose(0, 1)
+        r = self.n_chunks // k
+        groups = -(-x.shape[0] // k)
+        if groups * k != x.shape[0]:
+            x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
+        if r * self.n_max != self.in_features:  # unequal chunks: gather into padded ones
+            padded = torch.nn.functional.pad(x, (0, 1))
+            x = padded.index_select(1, self.gather[:r].reshape(-1))
+        # (G, K, R, n_max) -> (K, R, G, n_max): merging K and R keeps it a view
+        return x.reshape(groups, k, r, self.n_max).permute(1, 2, 0, 3).reshape(k * r, groups, -1)
 
     def unit_outputs(self, out: torch.Tensor, batch: int) -> torch.Tensor:
-        """Run-major reads ``(U, ceil(B / copies), C)`` -> ``(B, R, C)`` (maybe a view)."""
+        """Reads ``(U, ceil(B / copies), C)`` -> ``(B, R, C)``: a view when ``out`` is a view of
+        a sample-major buffer ``(G, U, C)``, else a copy for several copies."""
         k = self.copies
         if k == 1:
             return out.permute(1, 0, 2)
@@ -307,7 +303,9 @@ class AnalogBackend(Backend):
             layer, mapping_key(layer), lambda: build_chunk_layout(layer, self.chip, self.physical)
         )
 
-    def mac(self, layer: AnalogLayer, x_q: torch.Tensor) -> torch.Tensor:
+    def mac(self, layer: AnalogLayer, x_q: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
+        """See :meth:`Backend.mac`; ``checked``: the caller has made sure that ``x_q`` holds
+        integers in ``0..input_max`` (the encoder does), so the range is not checked again."""
         assert x_q.is_floating_point(), f"mac expects float inputs, got {x_q.dtype}"
         x_q = x_q.to(torch.float32)
         assert x_q.dim() == 2 and x_q.shape[1] == layer.in_features, (
@@ -317,10 +315,11 @@ class AnalogBackend(Backend):
         layout = self.layout(layer)
         if x_q.shape[0] == 0:
             return x_q.new_zeros(0, layout.n_chunks, layer.out_features)
-        lo, hi = (float(v) for v in torch.aminmax(x_q))
-        assert lo >= 0 and hi <= self.chip.input_max, (
-            f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
-        )
+        if not checked:
+            lo, hi = (float(v) for v in torch.aminmax(x_q))
+            assert lo >= 0 and hi <= self.chip.input_max, (
+                f"mac inputs must lie in 0..{self.chip.input_max}, got {lo}..{hi}"
+            )
         with torch.no_grad():
             out = layout.unit_outputs(self._run(layer, layout, layout.chunk_inputs(x_q)), len(x_q))
         assert out.shape == (x_q.shape[0], len(layer.row_chunks), layer.out_features)

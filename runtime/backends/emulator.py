@@ -16,15 +16,15 @@ the full model, its equations and the source of every coefficient):
 4. Soft saturation beyond per-neuron linear limits, then the ADC: round, clamp to int8.
 
 Fixed-pattern effects are drawn once from ``seed`` (the chip instance id). Trial-to-trial
-noise comes from a generator seeded from ``(seed, run counter)``: the same seed and the same
-sequence of calls give identical outputs. Standard normals are read from a per-instance bank
-of pre-drawn values at a random offset and stride instead of being drawn afresh per call
-(``noise_bank=False`` draws them afresh; the trade-off is in docs/chip-model.md).
+noise is drawn per call from a seed mixed from ``(seed, run counter)``: the same seed and the
+same sequence of calls give identical outputs; :meth:`EmulatorBackend.reset_noise` starts the
+sequence again. The standard normals come from :class:`~anacc.runtime.backends.noise.
+NormalSource` (``fast_noise=False`` draws them with ``torch.randn`` instead).
 
 Everything runs as one batched computation over all row chunks and the whole batch. What a
 layer's layout picks out of the chip instance is built once per layout; the tensors derived
-from the weights (effective weights, noise variance per active input, peak window loads) once
-per layer version.
+from the weights (effective weights, the noise sigma per number of active inputs, peak window
+loads) once per layer version.
 """
 
 from __future__ import annotations
@@ -37,28 +37,24 @@ import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
 from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
+from anacc.runtime.backends.noise import NormalSource, derived_seed
 
 _FIXED_PATTERN_STREAM = 0
 _TRIAL_STREAM = 1
-_BANK_STREAM = 2
-_BANK_MIN = 2**20
-_BANK_MAX = 2**24
 
 
-_MASK64 = 2**64 - 1
 # float32 rounding of a bound on the peak window loads (relative)
 _BOUND_MARGIN = 1.0 + 1e-5
+# float32 lanes of a 512-bit vector: the batched matmul is several times slower for fewer
+# output columns, or a few short of a multiple, than for the padded width (measured with MKL)
+_COLUMN_ALIGN = 16
 
 
-def _derived_seed(*words: int) -> int:
-    """A 64-bit seed mixed from ``words`` with splitmix64 steps (cheap: one per call)."""
-    state = 0
-    for word in words:
-        state = ((state ^ (word & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state ^= state >> 31
-    return state
+def padded_columns(columns: int) -> int:
+    """The width of the emulator's run buffers for ``columns`` outputs: padded to a multiple
+    of :data:`_COLUMN_ALIGN` when that costs at most 1/16 more, or when there are fewer."""
+    padded = -(-columns // _COLUMN_ALIGN) * _COLUMN_ALIGN
+    return padded if columns < _COLUMN_ALIGN or padded - columns <= columns // 16 else columns
 
 
 @dataclass(frozen=True)
@@ -115,11 +111,14 @@ class _FixedPattern:
     """What a layer's layout picks out of the chip instance; built once per layout."""
 
     neuron_gain: torch.Tensor  # (R, 1, C)
-    offset: torch.Tensor  # (R, 1, C)
-    saturation_high: torch.Tensor  # (R, 1, C)
-    saturation_low: torch.Tensor  # (R, 1, C)
+    # (R, 1, Cp), padded to the run buffers' width (padded_columns): offset 0, limits that
+    # a padded read (always 0) stays inside
+    offset: torch.Tensor
+    saturation_high: torch.Tensor
+    saturation_low: torch.Tensor
     saturation_high_min: float
     saturation_low_max: float
+    limits_inside_adc: bool  # every read inside its neuron's limits is inside the ADC range
     weight2_per_row: torch.Tensor  # (R, 1, 1): noise per_event_weight2 / rows of the run
     # by num_sends: window_operator and its longest window (in event slots)
     window_operators: dict[int, tuple[torch.Tensor, float]]
@@ -140,53 +139,17 @@ class _PeakBase:
 class _EmulatedLayer:
     """Per-layer tensors of the model; ``(R, 1, C)`` ones broadcast over ``(R, B, C)``."""
 
-    weight: torch.Tensor  # (R, n_max, C): effective weight, output LSB per input unit
-    variance_per_active: torch.Tensor  # (R, 1, C): noise variance per active input
+    # (R, n_max, Cp): effective weight, output LSB per input unit (0 on padded columns)
+    weight: torch.Tensor
+    # (R * (n_max + 1), Cp): row r * (n_max + 1) + n is the noise sigma of run r's columns
+    # when n of its inputs are active; sigma_row (R, 1) holds r * (n_max + 1)
+    sigma: torch.Tensor
+    sigma_row: torch.Tensor
     fixed: _FixedPattern
     num_sends: int
     # None unless some input can pass the synaptic linear load
     saturation: _Saturation | None
     base: _PeakBase | None  # bounds the peak loads of the next version
-
-
-class _NoiseBank:
-    """Standard normals drawn once per bank size, read through random strided windows.
-
-    A window is ``bank[offset + b * stride + j]`` for sample ``b`` and position ``j`` among the
-    sample's ``R * C`` outputs; each call draws a new stride and offset. Every value is an
-    exact standard normal and one output's values across calls come from different bank
-    positions. What is lost against fresh draws: windows of different calls (and, when the
-    bank is too small for ``stride >= R * C``, of different samples) reuse values at shifted
-    positions.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.bank = torch.empty(0)
-
-    def window(self, shape: tuple[int, int, int], trial: int) -> torch.Tensor:
-        """A ``(R, B, C)`` view of standard normals; stride and offset are drawn from the
-        64-bit seed ``trial`` (see the class docstring)."""
-        chunks, batch, cols = shape
-        span = chunks * cols
-        self._reserve(batch, span)
-        size = self.bank.numel()
-        stride_max = (size - span) // max(batch - 1, 1)
-        stride_min = min(span, stride_max)
-        stride = stride_min + _derived_seed(trial, 1) % (stride_max - stride_min + 1)
-        offset = _derived_seed(trial, 2) % (size - span - (batch - 1) * stride + 1)
-        return self.bank.as_strided(shape, (cols, stride, 1), offset)
-
-    def _reserve(self, batch: int, span: int) -> None:
-        required = 2 * (span + batch)  # stride >= 1 and room for offsets
-        wanted = max(required, min(2 * batch * span, _BANK_MAX))  # stride >= span if it fits
-        if self.bank.numel() >= wanted:
-            return
-        size = _BANK_MIN
-        while size < wanted:
-            size *= 2
-        generator = torch.Generator().manual_seed(_derived_seed(self.seed, _BANK_STREAM, size))
-        self.bank = torch.randn(size, generator=generator)
 
 
 class EmulatorBackend(AnalogBackend):
@@ -195,54 +158,72 @@ class EmulatorBackend(AnalogBackend):
     name: ClassVar[str] = "emulator"
 
     def __init__(
-        self, chip: ChipSpec, profile: Profile, seed: int = 0, noise_bank: bool = True
+        self, chip: ChipSpec, profile: Profile, seed: int = 0, fast_noise: bool = True
     ) -> None:
         super().__init__(chip, profile)
         self.seed = seed
         self.instance = ChipInstance.draw(chip, seed)
-        self.noise_bank = noise_bank
-        self._bank = _NoiseBank(seed)
+        self.fast_noise = fast_noise
+        self._normals = NormalSource()
         self._runs = 0
         self._derived = LayerCache()
         self._noise_terms = profile.noise_terms
-        self._readout = torch.tensor(self._noise_terms.readout, dtype=torch.float32)
         self._window = profile.window_slots(chip.clock_mhz)
 
+    def reset_noise(self) -> None:
+        """Start the trial-to-trial noise sequence again: the calls that follow give the
+        outputs that the same calls on a new instance with this seed give."""
+        self._runs = 0
+
     def _run(self, layer: AnalogLayer, layout: ChunkLayout, xc: torch.Tensor) -> torch.Tensor:
+        profiler = self.profiler
+        if profiler is not None:
+            profiler.mark()
         d = self._derived.get(
             layer,
             (layer.version, layer.num_sends),
             lambda: self._derive(layer, layout, self._derived.peek(layer)),
         )
         n_chunks, batch, _ = xc.shape
-        shape = (n_chunks, batch, layer.out_features)
-        trial = _derived_seed(self.seed, _TRIAL_STREAM, self._runs)
+        width = d.weight.shape[2]
+        trial = derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
-        if self.noise_bank:
-            z = self._bank.window(shape, trial)
-        else:
-            z = torch.randn(shape, generator=torch.Generator().manual_seed(trial))
-
-        # Offset and noise first, then the matmul accumulates into the same buffer: one
-        # allocation, no temporary of the output's size. The noise variance of a (run,
-        # sample, column) is readout + its active inputs x the column's variance per active
-        # input. The buffer is run-major, so the batched matmul writes contiguous blocks;
-        # the caller gets a (B, R, C) view.
+        # Standard normals, then offset + sigma * z in place, then the matmul accumulates the
+        # charge into the same buffer. The buffer is sample-major (B, R, C), so the caller's
+        # (B, R, C) view of it is contiguous, also for several copies of the layer; the
+        # matmul writes each run's (B, C) block with a row stride of R * C.
+        buffer = torch.empty(batch, n_chunks, width)
+        out = buffer.transpose(0, 1)  # (R, B, C)
+        if self.fast_noise:
+            self._normals.fill(buffer, trial)
+        else:  # run-major at the unpadded width: the stream of earlier versions
+            narrow = (n_chunks, batch, layer.out_features)
+            out[..., : layer.out_features] = torch.randn(
+                narrow, generator=torch.Generator().manual_seed(trial)
+            )
+            out[..., layer.out_features :] = 0.0
         fixed = d.fixed
-        # inputs are integers >= 0: clamped at 1 they sum to the count of active ones, which
-        # is faster than count_nonzero on the strided chunk view
-        active = xc.clamp(max=1.0).sum(2, keepdim=True)  # (R, B, 1)
-        out = torch.addcmul(self._readout, active, d.variance_per_active).sqrt_()
-        torch.addcmul(fixed.offset, z, out, out=out)
+        # inputs are integers >= 0: clamped at 1 they sum to the count of active ones (faster
+        # than count_nonzero on the strided chunk view); the count picks the row of the run's
+        # sigma table
+        active = xc.clamp(max=1.0).sum(2).to(torch.int64).add_(d.sigma_row)  # (R, B)
+        sigma = torch.index_select(d.sigma, 0, active.t().reshape(-1)).view(buffer.shape)
+        torch.addcmul(fixed.offset.transpose(0, 1), buffer, sigma, out=buffer)
+        del sigma
+        if profiler is not None:
+            profiler.lap("noise")
         out.baddbmm_(xc, d.weight)
         if d.saturation is not None:
             self._dynamic_saturation(out, xc, d.weight, d.saturation)
-        lowest, highest = (float(v) for v in torch.aminmax(out))
+        lowest, highest = (float(v) for v in torch.aminmax(buffer))
         if highest > fixed.saturation_high_min or lowest < fixed.saturation_low_max:
-            self._soft_saturation(out, fixed)
-        if highest > self.chip.adc_max or lowest < self.chip.adc_min:
-            out.clamp_(self.chip.adc_min, self.chip.adc_max)
-        return out.round_()
+            self._soft_saturation(buffer, fixed)
+        elif highest > self.chip.adc_max or lowest < self.chip.adc_min:
+            buffer.clamp_(self.chip.adc_min, self.chip.adc_max)
+        buffer.round_()
+        if profiler is not None:
+            profiler.lap("analog kernel")
+        return out if width == layer.out_features else out[..., : layer.out_features]
 
     def _dynamic_saturation(
         self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
@@ -272,17 +253,34 @@ class EmulatorBackend(AnalogBackend):
             lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
         out.index_add_(2, cols, lost[1] - lost[0])
 
-    def _soft_saturation(self, out: torch.Tensor, d: _FixedPattern) -> None:
-        """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee).
+    def _soft_saturation(self, buffer: torch.Tensor, d: _FixedPattern) -> None:
+        """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee),
+        then the ADC's range; only on the reads beyond the limits. ``buffer`` is a contiguous
+        ``(..., R, Cp)`` tensor of reads (sample-major).
 
-        With ``e = out - clamp(out, low, high)`` (the signed excess, 0 inside the limits) the
-        knee removes ``e * |e| / (|e| + headroom)``: ``_knee_loss`` of the excess, with its
-        sign. Dense and in place: no index lists, two temporaries.
+        Candidates are the reads beyond the limit nearest to zero among the layer's neurons
+        (a superset of those beyond their own limits); for them, with ``e = v - clamp(v,
+        low, high)`` (the signed excess, 0 inside the limits), the knee removes ``e * |e| /
+        (|e| + headroom)``: :func:`_knee_loss` of the excess, with its sign. Reads inside
+        their limits are inside the ADC range (checked per layout), so the ADC clamp only
+        concerns the candidates as well.
         """
-        headroom = self.chip.analog.saturation_headroom_lsb
-        excess = torch.clamp(out, d.saturation_low, d.saturation_high).neg_().add_(out)
-        size = excess.abs()
-        out.sub_(excess.mul_(size).div_(size.add_(headroom)))
+        chip = self.chip
+        flat = buffer.view(-1)
+        bound = min(d.saturation_high_min, -d.saturation_low_max)
+        index = torch.from_numpy(np.flatnonzero(np.abs(flat.numpy()) > bound))
+        if index.numel():
+            # the (run, column) of each candidate picks its neuron's limits
+            limit = index.remainder(d.saturation_high.numel())
+            v = flat[index]
+            high = d.saturation_high.view(-1)[limit]
+            low = d.saturation_low.view(-1)[limit]
+            excess = v - torch.minimum(torch.maximum(v, low), high)
+            size = excess.abs()
+            v -= excess * size / (size + chip.analog.saturation_headroom_lsb)
+            flat[index] = v.clamp_(chip.adc_min, chip.adc_max)
+        if not d.limits_inside_adc:
+            buffer.clamp_(chip.adc_min, chip.adc_max)
 
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
@@ -299,13 +297,21 @@ class EmulatorBackend(AnalogBackend):
         half, neuron = layout.half, layout.neuron  # (R, C)
         high = inst.saturation_high[half, neuron]
         low = inst.saturation_low[half, neuron]
+        extra = padded_columns(layout.out_features) - layout.out_features
+
+        def padded(t: torch.Tensor, value: float) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, extra), value=value).unsqueeze(1)
+
         return _FixedPattern(
             neuron_gain=inst.neuron_gain[half, neuron].unsqueeze(1),
-            offset=inst.neuron_offset[half, neuron].unsqueeze(1),
-            saturation_high=high.unsqueeze(1),
-            saturation_low=low.unsqueeze(1),
+            offset=padded(inst.neuron_offset[half, neuron], 0.0),
+            saturation_high=padded(high, float(high.max())),
+            saturation_low=padded(low, float(low.min())),
             saturation_high_min=float(high.min()),
             saturation_low_max=float(low.max()),
+            limits_inside_adc=bool(
+                float(high.min()) <= self.chip.adc_max and float(low.max()) >= self.chip.adc_min
+            ),
             weight2_per_row=self._noise_terms.per_event_weight2
             / layout.chunk_rows.to(torch.float32).view(-1, 1, 1),
             window_operators={},
@@ -339,6 +345,11 @@ class EmulatorBackend(AnalogBackend):
         # mean square weight of the run)
         variance = (weight_q * weight_q).sum(1, keepdim=True).mul_(fixed.weight2_per_row)
         variance.add_(self._noise_terms.per_event).mul_(layer.num_sends)  # (R, 1, C)
+        # sigma for every possible number of active inputs of a run: a row lookup per
+        # (run, sample) instead of a square root per read
+        n_units, n_max, _ = weight_q.shape
+        active = torch.arange(n_max + 1, dtype=torch.float32).view(1, -1, 1)
+        sigma = torch.addcmul(torch.tensor(self._noise_terms.readout), active, variance).sqrt_()
 
         peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous)
         saturation = None
@@ -353,9 +364,11 @@ class EmulatorBackend(AnalogBackend):
             saturation = _Saturation(
                 peak_load=peak, spread_load=rho * charges.amax(2), kappa=kappa, inv_kappa=inv_kappa
             )
+        extra = padded_columns(layer.out_features) - layer.out_features
         return _EmulatedLayer(
-            weight=charge * gain,
-            variance_per_active=variance,
+            weight=torch.nn.functional.pad(charge * gain, (0, extra)),
+            sigma=torch.nn.functional.pad(sigma.view(-1, weight_q.shape[2]), (0, extra)),
+            sigma_row=torch.arange(n_units).mul_(n_max + 1).view(-1, 1),
             fixed=fixed,
             num_sends=layer.num_sends,
             saturation=saturation,
