@@ -200,8 +200,23 @@ def compile_cmd(
     help="Write the outputs to this .npz, named after the graph outputs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="Accuracy over K emulated chip instances (seeds SEED..SEED+K-1): mean, standard "
+    "deviation, worst and a histogram.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="With --instances: run the instances on this Ray cluster (auto, HOST:PORT or "
+    "ray://HOST:PORT) instead of here.",
+)
 @user_errors
-def run_cmd(program, data, backend, seed, batch_size, output, as_json):
+def run_cmd(program, data, backend, seed, batch_size, output, as_json, instances, address):
     """Run PROGRAM on DATA with a backend; prints top-1 accuracy when DATA has labels."""
     from anacc.compiler.datafile import load_dataset
     from anacc.compiler.files import atomic_write
@@ -212,8 +227,13 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
         for p in (program, data):
             if output.resolve() == p.resolve():
                 raise OptionError(f"{output}: refusing to overwrite an input file")
+    if address is not None and instances is None:
+        raise OptionError("--address runs chip instances on a cluster; give --instances K too")
     prog = load_program(program)
     ds = load_dataset(data, prog.inputs)
+    if instances is not None:
+        _run_instances(prog, ds, backend, seed, batch_size, output, as_json, instances, address)
+        return
     result = run_program(
         prog,
         ds,
@@ -245,6 +265,31 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json):
         f"{result.backend}: {result.samples} samples, top-1 accuracy {acc}, "
         f"{result.seconds:.2f} s" + (f" -> {output}" if output else "")
     )
+
+
+def _run_instances(prog, ds, backend, seed, batch_size, output, as_json, instances, address):
+    from anacc.runtime.instances import evaluate_instances, instance_seeds
+
+    if backend != "emulator":
+        raise OptionError(f"--instances needs the emulator backend ({backend} has no instances)")
+    if output is not None:
+        raise OptionError("-o writes one run's outputs; leave it out with --instances")
+    if ds.labels is None:
+        raise OptionError(f"{ds.path}: --instances measures accuracy; the data needs 'labels'")
+    seeds = instance_seeds(instances, seed)
+    show = sys.stderr.isatty() and not as_json and address is None
+
+    def progress(s: int, acc: float) -> None:
+        click.echo(f"instance {s}: {100 * acc:.2f} %", err=True)
+
+    stats = evaluate_instances(
+        prog, ds, seeds, batch_size=batch_size, address=address, progress=progress if show else None
+    )
+    if as_json:
+        click.echo(json.dumps({"backend": backend, **stats.to_json()}))
+        return
+    click.echo(stats.render_text())
+    click.echo(f"{stats.seconds:.2f} s" + ("" if address is None else f" on Ray at {address}"))
 
 
 @main.command("finetune")
