@@ -102,16 +102,21 @@ class _Chips:
 
     backends: list[Backend]
     ratios: list[float]
+    seeds: list[int]
 
     def use(self, model: TrainingGraph, step: int) -> None:
         k = step % len(self.backends)
         model.backend, model.gain_ratio = self.backends[k], self.ratios[k]
 
     def accuracy(self, program: Program, data: Dataset | None) -> float | None:
-        """Accuracy on ``data`` averaged over the instances (None without labels)."""
+        """Accuracy on ``data`` averaged over the instances (None without labels), each in a
+        new session of its chip: what ``anacc run --seed`` measures."""
         if data is None or data.labels is None:
             return None
-        accs = [Session(program, b).evaluate(data, batch_size=256).accuracy for b in self.backends]
+        accs = [
+            Session(program, b.name, s).evaluate(data, batch_size=256).accuracy
+            for b, s in zip(self.backends, self.seeds, strict=True)
+        ]
         return None if accs[0] is None else float(np.mean(accs))
 
 
@@ -119,7 +124,7 @@ def _chips(program: Program, opts: FinetuneOptions) -> _Chips:
     profile = program.chip.profile(program.profile)
     backends = [get_backend(opts.backend, program.chip, profile, seed=s) for s in opts.seeds]
     ratios = [measure_gain(b) / b.gain_per_send if b.quantizes else 1.0 for b in backends]
-    return _Chips(backends, ratios)
+    return _Chips(backends, ratios, opts.seeds)
 
 
 def finetune(
