@@ -252,7 +252,7 @@ def _finish(
         if changed:
             say("num_sends after training " + _sends_text(changed))
             program = again.snapshot()
-    if result.best_epoch and opts.scale_update != "learned" and quantizes:
+    if result.best_epoch and opts.scale_update == "static" and quantizes:
         program = rederive_scales(program, train, chips.backends[0])
     result.final_val_accuracy = chips.accuracy(program, val)
     if result.best_epoch:

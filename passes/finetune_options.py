@@ -23,14 +23,15 @@ class FinetuneOptions:
     - ``column_gain``: learn a digital gain per output column after the ADC.
     - ``affine_lr``: learning rate of the column gains and learned scales (log domain).
     - ``sends``: ``search`` revisits ``num_sends`` per layer before and after training (the
-      lowest loss on a slice of the training data), ``keep`` keeps the compiled ones.
+      lowest loss on a slice of the training data), ``before`` only before it, ``keep`` keeps
+      the compiled ones.
     - ``schedule``: learning rate ``cosine`` (annealed to zero over the epochs) or
       ``constant``; ``patience``: stop after that many epochs without a better validation
       accuracy (None: run every epoch).
     """
 
     epochs: int = 5
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
     backend: str = "emulator"
@@ -38,8 +39,8 @@ class FinetuneOptions:
     scale_update: str = "static"
     ema_momentum: float = 0.95
     weight_decay: float = 0.0
-    column_gain: bool = True
-    affine_lr: float = 1e-3
+    column_gain: bool = False
+    affine_lr: float = 3e-3
     sends: str = "search"
     schedule: str = "cosine"
     patience: int | None = None

@@ -66,6 +66,7 @@ def test_local_instances_equal_one_session_per_seed(program_path):
     stats = evaluate_instances(program, data, [2, 3, 4])
     assert stats.seeds == (2, 3, 4) and stats.samples == len(data["labels"])
     assert list(stats.accuracies) == [reference_accuracy(program, data, s) for s in (2, 3, 4)]
+    assert program.evaluate_instances(data, 3, seed=2).accuracies == stats.accuracies
     # the instances differ: the fixed pattern and the noise are the chip's own
     assert len(set(evaluate_instances(program, data, range(8)).accuracies)) > 1
 
