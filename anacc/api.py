@@ -1,5 +1,6 @@
 """The Python face of anacc: ``anacc.compile(...)``, ``anacc.Program.load(...)``,
-``anacc.Session(program, ...)`` and the one-call shortcut ``program.run(...)``."""
+``anacc.Session(program, ...)``, the one-call shortcut ``program.run(...)`` and the accuracy
+over chip instances ``program.evaluate_instances(...)``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from anacc.compiler import program as _program
 from anacc.compiler import program_io
 from anacc.compiler.options import CompileOptions
 from anacc.compiler.pipeline import compile_model
+from anacc.runtime.instances import InstanceStats, evaluate_instances, instance_seeds
 from anacc.runtime.session import RunResult
 from anacc.runtime.session import Session as _Session
 
@@ -79,6 +81,21 @@ class Program(_program.Program):
         state = self.__dict__.copy()
         state.pop("_sessions", None)
         return state
+
+    def evaluate_instances(
+        self,
+        inputs: dict[str, np.ndarray],
+        instances: int = 20,
+        *,
+        seed: int = 0,
+        address: str | None = None,
+        batch_size: int = 256,
+    ) -> InstanceStats:
+        """Top-1 accuracy on ``instances`` emulated chip instances (seeds ``seed`` on), with
+        mean, standard deviation, worst and a histogram; ``inputs`` hold ``labels``. With
+        ``address`` the instances run as Ray tasks on that cluster."""
+        seeds = instance_seeds(instances, seed)
+        return evaluate_instances(self, inputs, seeds, batch_size=batch_size, address=address)
 
     def report(self, data: dict[str, np.ndarray] | None = None, **kwargs: Any):
         """The mapping report (with ``data``: error budget and accuracy per backend)."""

@@ -13,6 +13,9 @@ import numpy as np
 from anacc import __version__
 from anacc.cli_errors import user_errors
 from anacc.errors import OptionError
+from anacc.passes.finetune_options import FinetuneOptions
+
+DEFAULTS = FinetuneOptions()
 
 BACKENDS = ("emulator", "quantized", "ideal")
 
@@ -206,8 +209,25 @@ def compile_cmd(
     is_flag=True,
     help="Print the time per step and per kind of work, and the run's peak memory.",
 )
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="Accuracy over K emulated chip instances (seeds SEED..SEED+K-1): mean, standard "
+    "deviation, worst and a histogram.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="With --instances: run the instances on this Ray cluster (auto, HOST:PORT or "
+    "ray://HOST:PORT) instead of here.",
+)
 @user_errors
-def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_run):
+def run_cmd(
+    program, data, backend, seed, batch_size, output, as_json, profile_run, instances, address
+):
     """Run PROGRAM on DATA with a backend; prints top-1 accuracy when DATA has labels."""
     from anacc.compiler.datafile import load_dataset
     from anacc.compiler.files import atomic_write
@@ -218,8 +238,15 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_r
         for p in (program, data):
             if output.resolve() == p.resolve():
                 raise OptionError(f"{output}: refusing to overwrite an input file")
+    if address is not None and instances is None:
+        raise OptionError("--address runs chip instances on a cluster; give --instances K too")
+    if profile_run and instances is not None:
+        raise OptionError("--profile times one run; leave it out with --instances")
     prog = load_program(program)
     ds = load_dataset(data, prog.inputs)
+    if instances is not None:
+        _run_instances(prog, ds, backend, seed, batch_size, output, as_json, instances, address)
+        return
     profiler = None
     if profile_run:
         from anacc.runtime.profiler import Profiler
@@ -262,6 +289,31 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_r
         click.echo(f"\nprofile (program load excluded):\n{profiler.table()}")
 
 
+def _run_instances(prog, ds, backend, seed, batch_size, output, as_json, instances, address):
+    from anacc.runtime.instances import evaluate_instances, instance_seeds
+
+    if backend != "emulator":
+        raise OptionError(f"--instances needs the emulator backend ({backend} has no instances)")
+    if output is not None:
+        raise OptionError("-o writes one run's outputs; leave it out with --instances")
+    if ds.labels is None:
+        raise OptionError(f"{ds.path}: --instances measures accuracy; the data needs 'labels'")
+    seeds = instance_seeds(instances, seed)
+    show = sys.stderr.isatty() and not as_json and address is None
+
+    def progress(s: int, acc: float) -> None:
+        click.echo(f"instance {s}: {100 * acc:.2f} %", err=True)
+
+    stats = evaluate_instances(
+        prog, ds, seeds, batch_size=batch_size, address=address, progress=progress if show else None
+    )
+    if as_json:
+        click.echo(json.dumps({"backend": backend, **stats.to_json()}))
+        return
+    click.echo(stats.render_text())
+    click.echo(f"{stats.seconds:.2f} s" + ("" if address is None else f" on Ray at {address}"))
+
+
 @main.command("finetune")
 @click.argument("program", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -275,15 +327,26 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_r
     type=click.Path(dir_okay=False, path_type=Path),
     help="Validation data; the best epoch by validation accuracy is kept.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option(
+    "--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Adam learning rate."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--seed",
     type=int,
     default=0,
     show_default=True,
-    help="Emulated chip instance, noise and shuffling seed.",
+    help="Emulated chip instance (the first of --instances), noise and shuffling seed.",
+)
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Fine-tune against K chip instances (seeds SEED..SEED+K-1) for weights that hold "
+    "across chips; 1 learns the one chip's own fixed pattern.",
 )
 @click.option(
     "--backend",
@@ -294,10 +357,30 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_r
 )
 @click.option(
     "--scale-update",
-    type=click.Choice(["static", "ema"]),
-    default="static",
+    type=click.Choice(["static", "ema", "learned"]),
+    default=DEFAULTS.scale_update,
     show_default=True,
-    help="Keep input scales, or follow them by a moving average.",
+    help="Input scales: kept during training and re-derived on the training data at the "
+    "end, followed by a moving average, or learned.",
+)
+@click.option(
+    "--sends",
+    type=click.Choice(["search", "keep"]),
+    default=DEFAULTS.sends,
+    show_default=True,
+    help="Revisit num_sends per layer with the chip in the loop, or keep the compiled ones.",
+)
+@click.option(
+    "--column-gain/--no-column-gain",
+    default=DEFAULTS.column_gain,
+    show_default=True,
+    help="Learn a digital gain per output column after the ADC.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many epochs without a better validation accuracy.",
 )
 @click.option(
     "-o",
@@ -306,8 +389,27 @@ def run_cmd(program, data, backend, seed, batch_size, output, as_json, profile_r
     type=click.Path(dir_okay=False, path_type=Path),
     help="Fine-tuned program to write.",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object: the epochs and the result."
+)
 @user_errors
-def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scale_update, output):
+def finetune_cmd(
+    program,
+    data,
+    val,
+    epochs,
+    lr,
+    batch_size,
+    seed,
+    instances,
+    backend,
+    scale_update,
+    sends,
+    column_gain,
+    patience,
+    output,
+    as_json,
+):
     """Fine-tune PROGRAM with the (emulated) chip in the loop; writes a new program."""
     from anacc.compiler.datafile import load_dataset
     from anacc.compiler.program_io import load_program, save_program
@@ -323,21 +425,30 @@ def finetune_cmd(program, data, val, epochs, lr, batch_size, seed, backend, scal
         batch_size=batch_size,
         seed=seed,
         backend=backend,
+        instances=instances,
         scale_update=scale_update,
+        sends=sends,
+        column_gain=column_gain,
+        patience=patience,
     )
     prog = load_program(program)
     train = load_dataset(data, prog.inputs)
     val_ds = load_dataset(val, prog.inputs) if val is not None else None
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     result = finetune(
-        prog, train, val_ds, opts, progress=sys.stderr.isatty(), log=lambda line: click.echo(line)
+        prog, train, val_ds, opts, progress=sys.stderr.isatty() and not as_json, log=say
     )
     save_program(result.program, output, protect=protect)
-    if result.initial_val_accuracy is not None:
-        best = next((r for r in result.history if r.epoch == result.best_epoch), None)
-        after = result.initial_val_accuracy if best is None else best.val_accuracy
+    if as_json:
+        click.echo(json.dumps({"backend": backend, **result.to_json(), "output": str(output)}))
+        return
+    if result.initial_val_accuracy is not None and result.final_val_accuracy is not None:
         click.echo(
             f"validation accuracy on {backend}: {100 * result.initial_val_accuracy:.2f} % "
-            f"before, {100 * after:.2f} % after (best epoch {result.best_epoch})"
+            f"before, {100 * result.final_val_accuracy:.2f} % after (best epoch "
+            f"{result.best_epoch}"
+            + (f", {instances} chip instances" if instances > 1 else "")
+            + ")"
         )
     click.echo(f"wrote {output}")
 

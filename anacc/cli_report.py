@@ -46,6 +46,21 @@ from anacc.cli_errors import user_errors
     metavar="N",
     help="Measure on at most N samples of DATA (a seeded random subset).",
 )
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="With labelled --data: accuracy over K emulated chip instances (seeds SEED.."
+    "SEED+K-1), with a histogram in the HTML page.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="With --instances: run the instances on this Ray cluster (auto, HOST:PORT or "
+    "ray://HOST:PORT).",
+)
 @user_errors
 def report_cmd(
     program: Path,
@@ -55,6 +70,8 @@ def report_cmd(
     seed: int,
     batch_size: int,
     max_samples: int | None,
+    instances: int | None,
+    address: str | None,
 ) -> None:
     """Report how PROGRAM maps onto the chip: tiles, utilization, runs, time and energy per
     sample; with --data also ADC use, saturation, SNR, the error budget and accuracy."""
@@ -70,7 +87,17 @@ def report_cmd(
         raise OptionError(f"{html}: refusing to overwrite an input file; choose another --html")
     prog = load_program(program)
     dataset = load_dataset(data, prog.inputs) if data is not None else None
-    report = build_report(prog, dataset, seed=seed, batch_size=batch_size, max_samples=max_samples)
+    if address is not None and instances is None:
+        raise OptionError("--address runs chip instances on a cluster; give --instances K too")
+    report = build_report(
+        prog,
+        dataset,
+        seed=seed,
+        batch_size=batch_size,
+        max_samples=max_samples,
+        instances=instances,
+        address=address,
+    )
     if html is not None:
         atomic_write(html, render_html(report).encode("utf-8"), protect=inputs)
     if as_json:

@@ -24,6 +24,7 @@ from anacc.compiler.partition import PlacementRecord, summary
 from anacc.compiler.program import AnalogStep, Program, ProgramLayer
 from anacc.runtime.analog import rows_of
 from anacc.runtime.error_budget import LayerBudget, backend_accuracy, measure_layers
+from anacc.runtime.instances import InstanceStats, evaluate_instances, instance_seeds
 from anacc.runtime.session import InferenceInterpreter, Session
 
 from anacc import __version__
@@ -73,6 +74,12 @@ class Report:
     data: DataInfo | None = None
     budget: tuple[LayerBudget, ...] | None = None
     accuracy: dict[str, float] | None = None
+    instances: InstanceStats | None = None
+
+    @property
+    def fine_tuning(self) -> str | None:
+        """How the program was fine-tuned, in words (None if it was not)."""
+        return fine_tuning_note(self.source)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (docs/report.md documents every field)."""
@@ -89,6 +96,20 @@ class _VectorCounter(InferenceInterpreter):
     def analog(self, step: AnalogStep, layer: ProgramLayer, x: torch.Tensor) -> torch.Tensor:
         self.vectors[step.layer] += int(rows_of(layer, x).shape[0])
         return super().analog(step, layer, x)
+
+
+def fine_tuning_note(source: dict[str, Any]) -> str | None:
+    """One phrase on how a program was fine-tuned: against its own chip instance (the fixed
+    pattern of that chip) or against several (robust weights)."""
+    if not source.get("fine_tuned"):
+        return None
+    info = source.get("finetune")
+    if not isinstance(info, dict) or not info.get("instances"):
+        return "fine-tuned"
+    seeds = [int(s) for s in info["instances"]]
+    if len(seeds) == 1:
+        return f"fine-tuned chip-specific: against chip instance {seeds[0]} (its fixed pattern)"
+    return f"fine-tuned robust: against {len(seeds)} chip instances (seeds {seeds[0]}..{seeds[-1]})"
 
 
 def vectors_per_sample(program: Program) -> dict[str, int]:
@@ -112,23 +133,34 @@ def build_report(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
+    instances: int | None = None,
+    address: str | None = None,
 ) -> Report:
     """The report of ``program``; with ``data`` (a dataset or arrays named after the inputs,
     optional ``labels``), also the measured part. ``seed`` is the emulated chip instance and
     noise seed, and picks the ``max_samples`` samples used when the data has more. Batches of
-    ``batch_size`` samples are used both to run the data and to amortize weight rewrites."""
+    ``batch_size`` samples are used both to run the data and to amortize weight rewrites.
+    With ``instances`` (and labelled data), the accuracy on that many emulated chip
+    instances from ``seed`` on (on the Ray cluster at ``address`` if given)."""
     if batch_size < 1:
         raise OptionError(f"batch size {batch_size}: use 1 or more")
     if max_samples is not None and max_samples < 1:
         raise OptionError(f"max samples {max_samples}: use 1 or more")
-    info = budget = accuracy = active = None
+    info = budget = accuracy = active = stats = None
+    if instances is not None and data is None:
+        raise OptionError("accuracy over chip instances needs data (--data) with 'labels'")
     if data is not None:
         if isinstance(data, dict):
             data = match_inputs(data, program.inputs, "report data")
+        if instances is not None and data.labels is None:
+            raise OptionError(f"{data.path}: accuracy over chip instances needs 'labels'")
         data, info = _subset(data, max_samples, seed)
         budget = measure_layers(program, data, seed=seed, batch_size=batch_size)
         accuracy = backend_accuracy(program, data, seed=seed, batch_size=batch_size)
         active = {b.name: b.active_inputs for b in budget}
+        if instances is not None:
+            seeds = instance_seeds(instances, seed)
+            stats = evaluate_instances(program, data, seeds, batch_size=batch_size, address=address)
     cost = program_cost(
         program, vectors_per_sample(program), active_inputs=active, batch_size=batch_size
     )
@@ -144,6 +176,7 @@ def build_report(
         data=info,
         budget=budget,
         accuracy=accuracy,
+        instances=stats,
     )
 
 
@@ -312,6 +345,8 @@ def _to_json(r: Report) -> dict[str, Any]:
         "partition": partition,
         "error_budget": budget,
         "accuracy": None if r.accuracy is None else {k: _num(v) for k, v in r.accuracy.items()},
+        "fine_tuning": r.fine_tuning,
+        "instances": None if r.instances is None else r.instances.to_json(),
     }
 
 
@@ -377,6 +412,8 @@ def render_text(r: Report) -> str:
         f"anacc report: {src} on {chip.name}/{profile.name} "
         f"(gain {profile.gain_per_send:.4g} LSB per send, wait {profile.wait_cycles} cycles)"
     )
+    if r.fine_tuning is not None:
+        out.append(f"Program {r.fine_tuning}")
     out.append("")
     rows = []
     for c in cost.layers:
@@ -494,4 +531,7 @@ def render_text(r: Report) -> str:
         if r.accuracy is not None:
             acc = ", ".join(f"{k} {100 * v:.2f} %" for k, v in r.accuracy.items())
             out.append(f"Top-1 accuracy: {acc}")
+    if r.instances is not None:
+        out.append("")
+        out.append(r.instances.render_text())
     return "\n".join(out) + "\n"

@@ -3,9 +3,9 @@ external assets (it opens offline and from a mail attachment alike).
 
 Contract. :func:`render_html` lays out the summary, the plots of
 :mod:`anacc.runtime.report_plots` (tile placement and utilization; with data, ADC reads and
-the error budget), the mapping and cost table and, with data, the measured table. Every plot
-is an ``<svg class="plot">`` with a stable ``id`` (``tile-placement``, ``utilization``,
-``adc-reads``, ``error-budget``).
+the error budget; with chip instances, their accuracy histogram), the mapping and cost table
+and, with data, the measured table. Every plot is an ``<svg class="plot">`` with a stable
+``id`` (``tile-placement``, ``utilization``, ``adc-reads``, ``error-budget``, ``instances``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from __future__ import annotations
 from html import escape
 
 from anacc.runtime.report import MEASURED_COLUMNS, Report, measured_rows, op_label
-from anacc.runtime.report_plots import adc_svg, budget_svg, placement_svg, utilization_svg
+from anacc.runtime.report_plots import (
+    adc_svg,
+    budget_svg,
+    instances_svg,
+    placement_svg,
+    utilization_svg,
+)
 
 LEFT = ' class="l"'
 
@@ -85,6 +91,8 @@ def render_html(report: Report) -> str:
             + ", ".join(f"{k} {100 * v:.2f} %" for k, v in report.accuracy.items())
             + "."
         )
+    if report.fine_tuning is not None:
+        summary.append(f"Program {report.fine_tuning}.")
     parts += [f'<p class="summary">{escape(s)}</p>' for s in summary]
     parts.append(
         f'<p class="note">Gain {profile.gain_per_send:.4g} LSB per send, wait '
@@ -172,5 +180,32 @@ def render_html(report: Report) -> str:
             "quantized, noise = emulator vs noise-free emulator, sat = the part of the total "
             "error in outputs with a read beyond the linear range.</p>"
         )
+    if report.instances is not None:
+        parts += _instances_section(report)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _instances_section(report: Report) -> list[str]:
+    stats = report.instances
+    assert stats is not None
+    worst_seed, worst = stats.worst
+    best_seed, best = stats.best
+    edges, counts = stats.histogram()
+    rows = [
+        [f"{100 * edges[k]:.2f} .. {100 * edges[k + 1]:.2f}", str(c)] for k, c in enumerate(counts)
+    ]
+    where = "here" if stats.where == "local" else f"on the Ray cluster at {stats.where}"
+    return [
+        "<h2>Accuracy across chip instances</h2>",
+        f'<p class="summary">{len(stats.seeds)} emulated chip instances (seeds '
+        f"{stats.seeds[0]}..{stats.seeds[-1]}), {stats.samples} samples each: mean "
+        f"{100 * stats.mean:.2f} %, standard deviation {100 * stats.std:.2f} %, worst "
+        f"{100 * worst:.2f} % (seed {worst_seed}), best {100 * best:.2f} % (seed "
+        f"{best_seed}).</p>",
+        f'<p class="note">Each instance has its own fixed pattern (neuron gains and offsets, '
+        f"synapse mismatch, saturation points) and its own noise; run {escape(where)} in "
+        f"{stats.seconds:.1f} s.</p>",
+        instances_svg(report),
+        _html_table(["top-1 accuracy %", "instances"], rows, left=set()),
+    ]

@@ -251,3 +251,39 @@ def budget_svg(report: Report) -> str:
     handles.append(Line2D([], [], color=TOTAL_COLOR, linewidth=2, label="measured total"))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     return svg_markup(fig, "error-budget", "error budget per layer", tooltips)
+
+
+def instances_svg(report: Report) -> str:
+    """Histogram of the top-1 accuracy over the emulated chip instances, the mean and the
+    worst instance marked."""
+    from matplotlib.lines import Line2D
+
+    stats = report.instances
+    assert stats is not None
+    edges, counts = stats.histogram()
+    fig = new_figure(PAGE_WIDTH_IN, 2.6)
+    ax = fig.add_subplot()
+    tooltips = {}
+    for k, count in enumerate(counts):
+        lo, hi = 100 * edges[k], 100 * edges[k + 1]
+        gid = f"instances-bin-{k}"
+        ax.bar(lo, count, width=hi - lo, align="edge", color=PALETTE[0], edgecolor="white", gid=gid)
+        tooltips[gid] = f"{count} instance(s) with {lo:.2f} .. {hi:.2f} % top-1 accuracy"
+    worst_seed, worst = stats.worst
+    ax.axvline(100 * stats.mean, color=TOTAL_COLOR, linewidth=2, gid="instances-mean")
+    ax.axvline(100 * worst, color=LIMIT_COLOR, linestyle="--", linewidth=1.5, gid="instances-worst")
+    tooltips["instances-mean"] = (
+        f"mean {100 * stats.mean:.2f} %, standard deviation {100 * stats.std:.2f} %"
+    )
+    tooltips["instances-worst"] = f"worst: seed {worst_seed}, {100 * worst:.2f} %"
+    ax.set_xlabel("top-1 accuracy, %")
+    ax.set_ylabel("chip instances")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(axis="y", color="#dddddd")
+    ax.set_axisbelow(True)
+    handles = [
+        Line2D([], [], color=TOTAL_COLOR, linewidth=2, label="mean"),
+        Line2D([], [], color=LIMIT_COLOR, linestyle="--", label="worst instance"),
+    ]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    return svg_markup(fig, "instances", "accuracy over chip instances", tooltips)

@@ -94,7 +94,8 @@ class RunResult:
             clipped = sum(c.clipped for c in self.clipped.values())
             inputs = sum(c.inputs for c in self.clipped.values())
             advice = (
-                "fine-tune with --scale-update ema so the scales follow the data"
+                "the scales come from the data it was fine-tuned on: fine-tune again on "
+                "training data that covers this data"
                 if self.fine_tuned
                 else "recompile with calibration data (--calib) that covers this data"
             )

@@ -14,6 +14,7 @@ from anacc.compiler.export import to_onnx
 from anacc.compiler.program import Program
 from anacc.compiler.program_io import program_to_bytes
 from anacc.passes.finetune import FinetuneOptions, finetune
+from anacc.passes.finetune_sends import rederive_scales, search_sends
 from anacc.passes.surrogate import TrainingGraph
 from anacc.runtime.backends import get_backend
 from anacc.runtime.characterize import measure_gain
@@ -269,3 +270,207 @@ def test_finetune_and_export_commands(tmp_path):
         ],
     )
     assert r.exit_code == 2 and "refusing to overwrite" in r.output
+
+
+# -- what fine-tuning adjusts ------------------------------------------------------------------
+
+
+def shifted_inputs(n: int, seed: int) -> np.ndarray:
+    """Inputs mostly positive with a small negative range: the compiler shifts them."""
+    return np.random.default_rng(seed).uniform(-0.1, 1.0, (n, 20)).astype(np.float32)
+
+
+@pytest.mark.parametrize("data", ["shift", "split"])
+def test_column_gains_fold_exactly_into_the_program_and_its_export(tmp_path, data):
+    x = (
+        shifted_inputs(64, 3)
+        if data == "shift"
+        else np.random.default_rng(3).normal(size=(64, 20)).astype(np.float32)
+    )
+    program = anacc.compile(one_layer_model(tmp_path / "m.onnx"), calib={"x": x})
+    layer = next(iter(program.layers.values()))
+    assert layer.signed == data
+    chip = program.chip
+    backend = get_backend("quantized", chip, chip.profile(program.profile))
+    model = TrainingGraph(program, backend, 1.0, per_column=True, column_gain=True)
+    tl = next(iter(model.layers.values()))
+    with torch.no_grad():
+        tl.log_gain.copy_(torch.linspace(-0.3, 0.4, tl.log_gain.numel()))
+        expected = model({"x": torch.from_numpy(x)}).numpy().astype(np.float64)
+    tuned = model.snapshot()
+    got = run_program(tuned, {"x": x}, backend="quantized").outputs["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    folded = next(iter(tuned.layers.values()))
+    np.testing.assert_array_equal(folded.analog.weight_q, tl.layer.analog.weight_q)
+    gain = np.exp(np.linspace(-0.3, 0.4, 6))
+    np.testing.assert_allclose(folded.weight_scale, tl.layer.weight_scale * gain, rtol=1e-6)
+    # the export carries the gains in its float weights: onnxruntime equals the ideal backend
+    sess = ort.InferenceSession(
+        to_onnx(tuned).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    ref = sess.run(None, {"x": x})[0]
+    ideal = run_program(tuned, {"x": x}, backend="ideal").outputs["y"]
+    np.testing.assert_allclose(ideal, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("data", ["none", "shift", "split"])
+def test_learned_scale_gradient_is_the_lsq_derivative_in_float64(tmp_path, data):
+    """On the noise-free quantized backend, the input-scale gradient is the derivative of
+    s * clip(round((x - o) / s)) @ W_q (rounding straight through; autograd in float64) plus
+    the measured deviation of the chip's output from that model (here the ADC rounding),
+    which is how noise and saturation enter the scale's gradient."""
+    rng = np.random.default_rng(7)
+    if data == "none":
+        x = rng.uniform(0, 1, (48, 20)).astype(np.float32)
+    elif data == "shift":
+        x = shifted_inputs(48, 7)
+    else:
+        x = rng.normal(size=(48, 20)).astype(np.float32)
+    program = anacc.compile(
+        one_layer_model(tmp_path / "m.onnx"), calib={"x": x[:16]}, scale="percentile:90"
+    )
+    layer = next(iter(program.layers.values()))
+    assert layer.signed == data
+    chip = program.chip
+    backend = get_backend("quantized", chip, chip.profile(program.profile))
+    model = TrainingGraph(program, backend, 1.0, per_column=True, learn_scale=True)
+    tl = next(iter(model.layers.values()))
+    upstream = rng.standard_normal((48, 6))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = model({"x": xt})
+    (out * torch.from_numpy(upstream).float()).sum().backward()
+
+    s = torch.tensor(float(tl.log_scale.detach().exp()), dtype=torch.float64, requires_grad=True)
+    o = layer.input_offset if data == "shift" else 0.0
+    top = chip.input_max
+    u = torch.from_numpy(x).double() - o
+    lo = -top if data == "split" else 0.0
+    v = (u / s).clamp(lo, top)
+    x_hat = s * (v + (v.round() - v).detach())
+    w_deq = torch.from_numpy(tl.layer.analog.weight_q * tl.layer.weight_scale).double()
+    y = x_hat @ w_deq + o * w_deq.sum(0) + torch.from_numpy(tl.layer.bias).double()
+    deviation = out.detach().numpy().astype(np.float64) - y.detach().numpy()
+    assert np.abs(deviation).max() < 0.05 * np.abs(y.detach().numpy()).max()  # ADC rounding
+    (y * torch.from_numpy(upstream)).sum().backward()
+    expected = float(s.grad) * float(s.detach()) + float((upstream * deviation).sum())
+    assert float(tl.log_scale.grad) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    assert abs(expected) > 1e-2  # the scale gets a real gradient
+    # clipped inputs pass no gradient back to the input (PACT)
+    if data == "split":
+        inside = (u.abs() <= top * s).numpy()
+    else:
+        inside = ((u >= 0) & (u <= top * s)).numpy()
+    assert (~inside).any()
+    assert (xt.grad.numpy()[~inside] == 0).all()
+    assert (xt.grad.numpy()[inside] != 0).any()
+
+
+def test_learned_scale_gradient_of_a_convolution_is_the_lsq_derivative(tmp_path):
+    """The same derivative for a (grouped, padded) convolution: autograd in float64 through
+    the im2col rows of s * clip(round(x / s)), plus the measured deviation."""
+    rng = np.random.default_rng(8)
+    x = rng.uniform(0, 1, (6, 4, 9, 9)).astype(np.float32)
+    program = anacc.compile(
+        grouped_conv_model(tmp_path / "g.onnx"), calib={"x": x[:2]}, scale="percentile:95"
+    )
+    chip = program.chip
+    backend = get_backend("quantized", chip, chip.profile(program.profile))
+    model = TrainingGraph(program, backend, 1.0, per_column=True, learn_scale=True)
+    step = program.analog_steps[0]
+    tl = model.layers[step.layer]
+    model.requantize()
+    h = model.analog(step, tl.layer, torch.from_numpy(x))
+    upstream = rng.standard_normal(tuple(h.shape))
+    (h * torch.from_numpy(upstream).float()).sum().backward()
+
+    conv = tl.layer.conv
+    s = torch.tensor(float(tl.log_scale.detach().exp()), dtype=torch.float64, requires_grad=True)
+    v = (torch.from_numpy(x).double() / s).clamp(0, chip.input_max)
+    x_hat = s * (v + (v.round() - v).detach())
+    w_deq = torch.from_numpy(tl.layer.analog.weight_q * tl.layer.weight_scale).double()
+    rows = conv.im2col(x_hat) @ w_deq + torch.from_numpy(tl.layer.bias).double()
+    y = conv.col2im(rows, 6, conv.output_shape((9, 9)))
+    deviation = h.detach().numpy().astype(np.float64) - y.detach().numpy()
+    assert np.abs(deviation).max() < 0.05 * np.abs(y.detach().numpy()).max()
+    (y * torch.from_numpy(upstream)).sum().backward()
+    expected = float(s.grad) * float(s.detach()) + float((upstream * deviation).sum())
+    assert float(tl.log_scale.grad) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    assert abs(expected) > 1e-2
+
+
+def test_fine_tuning_against_several_instances_is_recorded_in_the_program(tmp_path):
+    program = anacc.compile(MODELS / "digits_mlp.onnx", calib=split("digits", "calib"))
+    train = match_inputs(split("digits", "train", 256), program.inputs)
+    val = match_inputs(split("digits", "calib"), program.inputs)
+    opts = FinetuneOptions(epochs=2, seed=3, instances=2, sends="keep")
+    result = finetune(program, train, val, opts)
+    info = result.program.source["finetune"]
+    assert info["instances"] == [3, 4] and info["robust"] is True
+    assert result.program.source["fine_tuned"] is True
+    # the validation accuracy is the mean over the instances, as anacc run measures each
+    per_chip = [run_program(result.program, val, seed=s).accuracy for s in (3, 4)]
+    assert result.final_val_accuracy == pytest.approx(np.mean(per_chip), abs=1e-12)
+    text = anacc.Program.wrap(result.program).report().to_json()["fine_tuning"]
+    assert "robust" in text and "2 chip instances" in text
+    one = finetune(program, train, None, FinetuneOptions(epochs=1, seed=3, sends="keep"))
+    assert "chip instance 3" in anacc.Program.wrap(one.program).report().to_json()["fine_tuning"]
+
+
+def cross_entropy(program: Program, data, seed: int) -> float:
+    logits = run_program(program, data, seed=seed).outputs["logits"]
+    return float(
+        torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(data.labels))
+    )
+
+
+def test_the_num_sends_search_finds_more_gain_for_a_starved_program():
+    """Compiled with a quarter of the gain, every layer drowns in noise: the search raises
+    num_sends and the loss (measured in fresh sessions) falls."""
+    program = anacc.compile(
+        MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"), gain_factor=0.25
+    )
+    train = match_inputs(split("mnist1d", "train", 1024), program.inputs)
+    chip = program.chip
+    backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
+    model = TrainingGraph(program, backend, 1.0, per_column=True)
+    labels = torch.from_numpy(train.labels)
+
+    def loss(out, y):
+        return torch.nn.functional.cross_entropy(out, y)
+
+    changed = search_sends(model, train, labels, loss, lambda m, i: None, 0, samples=512)
+    before = {n: layer.analog.num_sends for n, layer in program.layers.items()}
+    assert changed and all(after > before[n] for n, (_, after) in changed.items())
+    tuned = model.snapshot()
+    assert cross_entropy(tuned, train, 1) < cross_entropy(program, train, 1)
+
+
+def test_scales_are_rederived_on_the_training_data_by_the_compile_method():
+    program = anacc.compile(MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"))
+    train = match_inputs(split("mnist1d", "train", 3000), program.inputs)
+    chip = program.chip
+    backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
+    new = rederive_scales(program, train, backend, samples=1000)
+    first_name, first = next(iter(new.layers.items()))
+    assert first.signed == "split"
+    # the first layer receives the data itself: the same slice, by numpy in float64
+    rows = np.sort(np.random.default_rng(0).choice(3000, size=1000, replace=False))
+    x = train.inputs["input"][rows].astype(np.float64)
+    expected = np.percentile(np.abs(x), 99.99) / chip.input_max
+    assert first.input_scale == pytest.approx(expected, rel=1e-6)
+    assert program.layers[first_name].input_scale != pytest.approx(expected, rel=1e-3)
+    # the others see the chip's outputs; on the data they came from, few inputs clip
+    result = run_program(new, train.subset(rows), seed=0)
+    assert all(c.fraction < 5e-4 for c in result.clipped.values())
+
+
+def test_a_fine_tuned_program_does_not_advise_to_recompile():
+    program = anacc.compile(MODELS / "digits_mlp.onnx", calib=split("digits", "calib"))
+    train = match_inputs(split("digits", "train", 256), program.inputs)
+    tuned = finetune(program, train, None, FinetuneOptions(epochs=1, sends="keep")).program
+    test = split("digits", "test")
+    test["input"] = test["input"] * 3.0
+    [plain] = run_program(program, test).warnings
+    [warning] = run_program(tuned, test).warnings
+    assert "recompile" in plain and "recompile" not in warning
+    assert "fine-tune again" in warning

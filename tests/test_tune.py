@@ -3,21 +3,16 @@ local Ray Tune engine (one Ray session shared by the module's engine tests)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
 import re
-import secrets
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -442,57 +437,6 @@ def test_failed_trials_are_kept_and_a_search_without_success_is_an_error(
 
 
 # -- an existing cluster ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(request):
-    """A cluster started the way a user starts one, ``ray start --head`` with one CPU, on a
-    free port; it requires a token, as every cluster started where a Ray token exists does
-    (any local search leaves one in ~/.ray). Its home, token and temp folder are its own.
-    Yields the port, the environment of the cluster's users and Ray's temp folder."""
-    if not HAVE_ENGINE:
-        pytest.skip("needs the tune extra (ray, optuna)")
-    # a short root: Ray puts unix sockets under its temp folder, whose paths are length-limited
-    root = Path(tempfile.mkdtemp(prefix="anacc-rc-"))
-    home = root / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}
-    }
-    env.update(HOME=str(home), RAY_TMPDIR=str(root / "tmp"), RAY_USAGE_STATS_ENABLED="0")
-    port = free_port()
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    assert ray is not None, "the tune extra installs Ray's command line"
-    start = subprocess.Popen(
-        [ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-    def stop() -> None:
-        # Not `ray stop --force`: it ends every Ray process on the machine, the module's own
-        # session and anyone else's included. The cluster's daemons stay in the process
-        # group of `ray start`: end that group, at once, as --force does.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(start.pid, signal.SIGKILL)
-        shutil.rmtree(root, ignore_errors=True)
-
-    request.addfinalizer(stop)
-    output, _ = start.communicate(timeout=120)
-    assert start.returncode == 0, output
-    yield port, env, root / "tmp" / "ray"
 
 
 @pytest.mark.slow
