@@ -15,7 +15,7 @@ from anacc.compiler.datafile import match_inputs
 from anacc.runtime.instances import InstanceStats, evaluate_instances
 from anacc.runtime.report import build_report
 from anacc.runtime.report_html import render_html
-from anacc.runtime.session import Session
+from anacc.runtime.session import DEFAULT_BATCH_SIZE, Session
 from click.testing import CliRunner
 
 import anacc
@@ -39,8 +39,10 @@ def program_path(tmp_path_factory) -> Path:
 
 
 def reference_accuracy(program, data: dict[str, np.ndarray], seed: int) -> float:
-    """Top-1 accuracy of one session's logits on chip ``seed``, counted in numpy."""
-    logits = Session(program, "emulator", seed).run({"input": data["input"]})["logits"]
+    """Top-1 accuracy of one session's logits on chip ``seed``, counted in numpy (in the
+    batches evaluate_instances uses: the noise is drawn per batch)."""
+    session = Session(program, "emulator", seed)
+    logits = session.run({"input": data["input"]}, batch_size=DEFAULT_BATCH_SIZE)["logits"]
     return float(np.mean(np.argmax(logits, axis=1) == data["labels"]))
 
 

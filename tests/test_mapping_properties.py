@@ -111,6 +111,7 @@ def test_near_equal_splits_partition(n, m):
     assert max(lens) <= m and max(lens) - min(lens) <= 1
 
 
+@settings(deadline=None)
 @given(n=st.integers(1, 600))
 def test_spread_order_is_a_permutation(n):
     assert sorted(spread_order(n).tolist()) == list(range(n))

@@ -190,9 +190,12 @@ def test_cli_sigint_during_finetune_leaves_no_file(programs, tmp_path: Path, tal
     watchdog = threading.Timer(2 * CLI_TIMEOUT_S, proc.kill)
     watchdog.start()
     try:
-        # Interrupt once the first epoch is done: the fine-tuning is surely under way.
-        first = proc.stdout.readline()
-        assert first.startswith("epoch 1"), first
+        # Interrupt once the first epoch is done: the fine-tuning is surely under way (the
+        # lines before it say what the chip-in-the-loop set-up chose).
+        seen = []
+        while not (line := proc.stdout.readline()).startswith("epoch 1"):
+            assert line, f"the output ended before the first epoch: {seen}"
+            seen.append(line)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
     finally:
