@@ -60,12 +60,8 @@ BUNDLED = (
 )
 
 
-# the published BrainScaleS-2 network (fine-tuning and accuracy tables)
-BSS2_MNIST = Bundled("bss2_mnist", "mnist", "train_bss2_mnist")
-
-
 def bundled(name: str) -> Bundled:
-    return next(b for b in (*BUNDLED, BSS2_MNIST) if b.name == name)
+    return next(b for b in BUNDLED if b.name == name)
 
 
 def cpu_model() -> str:

@@ -297,11 +297,20 @@ def measure_shapes(
     names = [t for n in model.graph.node for t in n.output if t]
     if not names or any(d == 0 for t in inputs for d in t.shape):
         return
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.value_info[:]
-    declared = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in declared)
+    # The probe is the model with every tensor as an output and no value_info (onnxruntime
+    # would check the inferred shapes against its own), serialized from the model itself and
+    # restored after: a copy of the proto would hold a second copy of the weights.
+    graph = model.graph
+    value_info = list(graph.value_info)
+    n_outputs = len(graph.output)
+    declared = {o.name for o in graph.output}
+    del graph.value_info[:]
+    graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in declared)
+    try:
+        probe = model.SerializeToString()
+    finally:
+        del graph.output[n_outputs:]
+        graph.value_info.extend(value_info)
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     opts.intra_op_num_threads = 1
@@ -309,9 +318,7 @@ def measure_shapes(
     batched = any(t.batched for t in inputs)
     measured = []
     try:
-        sess = ort.InferenceSession(
-            probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
+        sess = ort.InferenceSession(probe, opts, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in sess.get_outputs()]
         for batch in (2, 3) if batched else (None,):
             feeds = {

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 import torch
-from anacc.compiler.emit import OnnxBuilder, model
-from anacc.compiler.ir import Node, TensorInfo
+from anacc.compiler.export import boundary_types, region_model
+from anacc.compiler.ir import Node
 from anacc.compiler.onnx_file import one_line
 from anacc.compiler.ops import lookup, run_torch
 from anacc.compiler.program import DigitalStep, Program
@@ -37,43 +37,6 @@ def _session(proto: onnx.ModelProto, threads: int):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def region_model(
-    program: Program,
-    nodes: Sequence[Node],
-    inputs: Sequence[str],
-    outputs: Sequence[str],
-    types: Mapping[str, str],
-) -> onnx.ModelProto:
-    """An ONNX model of ``nodes`` reading ``inputs`` (and the program's constants) and
-    computing ``outputs``; ``types`` gives each boundary tensor's dtype.
-
-    A region input that is a graph input keeps the program's declared shape (the batch axis
-    symbolic): some ONNX functions need their input shapes to expand (onnxruntime refuses
-    CausalConvWithState and LinearAttention without them). The program keeps no shapes of
-    other tensors, so those inputs keep their dtype only."""
-    reads = {t for n in nodes for t in n.reads}
-    builder = OnnxBuilder(initializers={k: v for k, v in program.constants.items() if k in reads})
-    for node in nodes:
-        builder.node(node)
-    declared = {i.name: i.shape for i in program.inputs}
-    proto = model(
-        builder,
-        [TensorInfo(t, declared.get(t, ()), types.get(t, "float32")) for t in inputs],
-        [TensorInfo(t, (), "unknown") for t in outputs],
-        program.opsets,
-    )
-    for vi in proto.graph.input:
-        if vi.name not in declared:
-            vi.type.tensor_type.ClearField("shape")
-    return proto
-
-
-def boundary_types(program: Program) -> dict[str, str]:
-    types = {i.name: i.dtype for i in program.inputs}
-    types.update(program.tensor_types)
-    return types
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
