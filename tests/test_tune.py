@@ -356,6 +356,8 @@ def interrupt_after(args: list[str], records: int, out: Path) -> subprocess.Comp
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # the default Ctrl-C disposition, also when the tests run as a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = out / TRIALS_FILE
     deadline = time.monotonic() + 120

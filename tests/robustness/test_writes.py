@@ -165,6 +165,10 @@ def test_cli_refuses_output_equal_to_an_input(programs, tmp_path: Path, tally) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "mlp.anacc", "test.npz"]
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_sigint_during_finetune_leaves_no_file(programs, tmp_path: Path, tally) -> None:
     out = tmp_path / "tuned.anacc"
     args = [
@@ -185,6 +189,9 @@ def test_cli_sigint_during_finetune_leaves_no_file(programs, tmp_path: Path, tal
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # a job started in the background inherits SIGINT ignored, and Python then installs
+        # no Ctrl-C handler: give the command the default disposition a terminal gives it
+        preexec_fn=default_sigint,
     )
     # A process that never prints or never stops is killed, and counted as a hang.
     watchdog = threading.Timer(2 * CLI_TIMEOUT_S, proc.kill)
