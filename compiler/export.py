@@ -85,6 +85,7 @@ def region_model(
 
 
 def boundary_types(program: Program) -> dict[str, str]:
+    """The dtype of each graph input and of each tensor that crosses a step boundary."""
     types = {i.name: i.dtype for i in program.inputs}
     types.update(program.tensor_types)
     return types
