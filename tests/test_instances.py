@@ -103,6 +103,7 @@ def test_run_command_prints_the_distribution_over_instances(program_path):
         (["--instances", "2", "--backend", "ideal"], "needs the emulator backend"),
         (["--instances", "2", "-o", "out.npz"], "leave it out with --instances"),
         (["--instances", "0"], "0 is not in the range"),
+        (["--instances", "2", "--profile"], "--profile times one run"),
     ],
 )
 def test_bad_instance_options_are_one_error_line(program_path, extra, message):
