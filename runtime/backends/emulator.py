@@ -165,6 +165,9 @@ class EmulatorBackend(AnalogBackend):
         self.instance = ChipInstance.draw(chip, seed)
         self.fast_noise = fast_noise
         self._normals = NormalSource()
+        # reused for the per-read sigma of every call: a fresh buffer of this size costs
+        # its page faults again on each call
+        self._sigma = torch.empty(0)
         self._runs = 0
         self._derived = LayerCache()
         self._noise_terms = profile.noise_terms
@@ -207,8 +210,11 @@ class EmulatorBackend(AnalogBackend):
         # than count_nonzero on the strided chunk view); the count picks the row of the run's
         # sigma table
         active = xc.clamp(max=1.0).sum(2).to(torch.int64).add_(d.sigma_row)  # (R, B)
-        sigma = torch.index_select(d.sigma, 0, active.t().reshape(-1)).view(buffer.shape)
-        torch.addcmul(fixed.offset.transpose(0, 1), buffer, sigma, out=buffer)
+        if self._sigma.numel() < buffer.numel():
+            self._sigma = torch.empty(buffer.numel())
+        sigma = self._sigma[: buffer.numel()].view(-1, width)
+        torch.index_select(d.sigma, 0, active.t().reshape(-1), out=sigma)
+        torch.addcmul(fixed.offset.transpose(0, 1), buffer, sigma.view(buffer.shape), out=buffer)
         del sigma
         if profiler is not None:
             profiler.lap("noise")
