@@ -13,11 +13,10 @@ output, and block-diagonal tiles would use ``1/C`` of the array; the host does t
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.ir import Graph, Node
+from anacc.compiler.ops.nn import resolve_pads
 from anacc.compiler.partition import placement
 from anacc.passes._util import constant
 from anacc.passes.base import CompileContext, Pass, PassResult
@@ -31,22 +30,11 @@ def conv_geometry(graph: Graph, node: Node, w: np.ndarray) -> ConvGeometry | Non
     n = len(kernel)
     strides = [int(s) for s in node.attr("strides", [1] * n)]
     dilations = [int(d) for d in node.attr("dilations", [1] * n)]
-    auto_pad = node.attr("auto_pad", "NOTSET")
-    if auto_pad in ("NOTSET", ""):
-        pads = [int(p) for p in node.attr("pads", [0] * (2 * n))]
-    elif auto_pad == "VALID":
-        pads = [0] * (2 * n)
-    else:
-        spatial = graph.shape(node.inputs[0])[2:]
-        if not all(isinstance(d, int) for d in spatial):
-            return None
-        begin, end = [], []
-        for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
-            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            head = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            begin.append(head)
-            end.append(total - head)
-        pads = begin + end
+    needs_size = node.attr("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID")
+    spatial = graph.shape(node.inputs[0])[2:] if needs_size else ()
+    if needs_size and not all(isinstance(d, int) for d in spatial):
+        return None
+    pads = resolve_pads(node, spatial, kernel, strides, dilations)
     group = int(node.attr("group", 1))
     return ConvGeometry(
         kernel_shape=tuple(kernel),

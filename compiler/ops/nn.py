@@ -28,13 +28,14 @@ from anacc.compiler.ops.window import torch_pad_list
 
 
 def resolve_pads(
-    call: OpCall,
+    call: OpCall | Node,
     spatial: Sequence[int],
     kernel: Sequence[int],
     strides: Sequence[int],
     dilations: Sequence[int],
 ) -> list[int]:
-    """Explicit pads (begins, then ends) of a window op, with ``auto_pad`` resolved."""
+    """Explicit pads (begins, then ends) of a window op (its call, or its IR node), with
+    ``auto_pad`` resolved; ``spatial`` is read only for ``SAME_UPPER``/``SAME_LOWER``."""
     n = len(kernel)
     auto_pad = call.attr("auto_pad", "NOTSET")
     if auto_pad in ("NOTSET", ""):
