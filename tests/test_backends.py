@@ -170,3 +170,24 @@ def test_mac_takes_other_float_dtypes_and_strided_inputs():
     assert not strided.is_contiguous()
     torch.testing.assert_close(backend.mac(layer, strided), expected, rtol=0, atol=0)
     torch.testing.assert_close(backend.mac(layer, x.double()), expected, rtol=0, atol=0)
+
+
+def test_chunk_inputs_pad_unequal_chunks_and_split_the_batch_over_copies():
+    """Unit ``k * R + r`` gets chunk ``r`` of vectors ``k, k + copies, ...``, zero-padded to
+    the longest chunk, and zero vectors where the copies do not divide the batch."""
+    import dataclasses
+
+    layer = tiled_layer(CHIP, np.ones((150, 40)), row_bounds=[(0, 70), (70, 150)])
+    copy = [dataclasses.replace(t, index=t.index + 2, copy=1, col_offset=100) for t in layer.tiles]
+    layer.tiles = type(layer.tiles)([*layer.tiles, *copy])
+    layout = build_chunk_layout(layer, CHIP)
+    assert layout.copies == 2 and layout.n_max == 80
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 32, (7, 150)).astype(np.float32)
+    got = layout.chunk_inputs(torch.from_numpy(x)).numpy()
+    expected = np.zeros((4, 4, 80), np.float32)
+    for k in range(2):
+        for r, (a, b) in enumerate([(0, 70), (70, 150)]):
+            vectors = x[k::2, a:b]
+            expected[k * 2 + r, : len(vectors), : b - a] = vectors
+    assert np.array_equal(got, expected)

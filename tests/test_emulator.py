@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from anacc.compiler.chip import ChipSpec, load_chip
-from anacc.runtime.backends import get_backend
+from anacc.runtime.backends import get_backend, readout
 from anacc.runtime.backends.base import build_chunk_layout
 from anacc.runtime.backends.emulator import EmulatorBackend, _peak_window_load
 from anacc.runtime.characterize import (
@@ -313,30 +313,42 @@ def test_reset_noise_repeats_the_sequence_of_outputs():
     assert not torch.equal(first[0], first[1])
 
 
-def test_soft_saturation_on_the_reads_beyond_the_limits_equals_the_dense_formula():
-    """The sparse knee against the documented formula on every read, in float64."""
+def test_readout_equals_the_documented_formula_on_every_read():
+    """The compiled readout (noise, offset, knee, ADC) against the formulas in float64."""
     backend = emulator("default", seed=4)
     rng = np.random.default_rng(4)
     layer = tiled_layer(CHIP, rng.integers(-63, 64, (256, 300)))
     layout = backend.layout(layer)
     fixed = backend._fixed_pattern(layout)
-    width = fixed.offset.shape[2]  # the run buffers' width (maybe padded)
-    # a sample-major buffer (samples, runs, columns)
-    values = torch.from_numpy(rng.normal(0, 90, (50, layout.n_chunks, width)).astype(np.float32))
-    out = values.clone()
-    backend._soft_saturation(out, fixed)
+    runs, width = layout.n_chunks, fixed.offset.shape[2]  # the run buffers' width (maybe padded)
+    # a sample-major buffer (samples, runs, columns) of charges, the runs' inputs and normals
+    values = rng.normal(0, 90, (50, runs, width)).astype(np.float32)
+    xc = rng.integers(0, 2, (runs, 50, layout.n_max)).astype(np.float32)
+    normals = rng.standard_normal(values.shape).astype(np.float32)
+    n_max = layout.n_max
+    sigma = rng.uniform(0, 3, (runs * (n_max + 1), width)).astype(np.float32)
+    sigma_row = np.arange(runs, dtype=np.int64) * (n_max + 1)
+    offset = fixed.offset.view(runs, width).numpy()
+    high = fixed.saturation_high.view(runs, width).numpy()
+    low = fixed.saturation_low.view(runs, width).numpy()
+    out = values.copy()
+    readout.readout_normals(out, xc, normals, sigma, sigma_row, offset, high, low, backend._limits)
 
-    v = values.double()
-    high = fixed.saturation_high.double().transpose(0, 1)
-    low = fixed.saturation_low.double().transpose(0, 1)
+    active = (xc != 0).sum(2).T  # (samples, runs)
+    s = sigma[sigma_row[None, :] + active].astype(np.float64)  # (samples, runs, width)
+    v = values + offset + normals.astype(np.float64) * s
     headroom = CHIP.analog.saturation_headroom_lsb
-    e_hi = (v - high).clamp_min(0)
-    e_lo = (low - v).clamp_min(0)
-    bent = torch.where(v > high, high + headroom * e_hi / (headroom + e_hi), v)
-    bent = torch.where(v < low, low - headroom * e_lo / (headroom + e_lo), bent)
-    expected = bent.clamp(CHIP.adc_min, CHIP.adc_max)
-    assert ((v > high) | (v < low)).float().mean() > 0.2  # many reads beyond the limits
-    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-4)
+    e_hi = np.clip(v - high, 0, None)
+    e_lo = np.clip(low - v, 0, None)
+    bent = np.where(v > high, high + headroom * e_hi / (headroom + e_hi), v)
+    bent = np.where(v < low, low - headroom * e_lo / (headroom + e_lo), bent)
+    expected = np.clip(bent, CHIP.adc_min, CHIP.adc_max)
+    assert ((v > high) | (v < low)).mean() > 0.2  # many reads beyond the limits
+    assert np.array_equal(out, np.round(out))
+    # equal to the rounded float64 value, but for float32 rounding next to a half
+    near_half = np.abs(expected - np.floor(expected) - 0.5) < 1e-3
+    assert np.array_equal(out[~near_half], np.round(expected)[~near_half])
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3
 
 
 def test_cache_follows_the_layer_version():

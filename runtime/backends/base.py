@@ -152,12 +152,19 @@ class ChunkLayout:
         chunk ``r`` of vectors ``k, k + copies, ...``."""
         k = self.copies
         r = self.n_chunks // k
-        groups = -(-x.shape[0] // k)
-        if groups * k != x.shape[0]:
-            x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - x.shape[0]))
-        if r * self.n_max != self.in_features:  # unequal chunks: gather into padded ones
-            padded = torch.nn.functional.pad(x, (0, 1))
-            x = padded.index_select(1, self.gather[:r].reshape(-1))
+        batch = x.shape[0]
+        groups = -(-batch // k)
+        if r * self.n_max != self.in_features:
+            # unequal chunks: each copied into its padded place (slice copies; a gather of
+            # the columns costs several times more), the missing vectors zero
+            chunked = x.new_empty(groups * k, r, self.n_max)
+            for i, (start, stop) in enumerate(self.row_chunks[:r]):
+                chunked[:batch, i, : stop - start] = x[:, start:stop]
+                chunked[:batch, i, stop - start :] = 0.0
+            chunked[batch:] = 0.0
+            x = chunked
+        elif groups * k != batch:
+            x = torch.nn.functional.pad(x, (0, 0, 0, groups * k - batch))
         # (G, K, R, n_max) -> (K, R, G, n_max): merging K and R keeps it a view
         return x.reshape(groups, k, r, self.n_max).permute(1, 2, 0, 3).reshape(k * r, groups, -1)
 

@@ -21,7 +21,9 @@ same sequence of calls give identical outputs; :meth:`EmulatorBackend.reset_nois
 sequence again. The standard normals come from :class:`~anacc.runtime.backends.noise.
 NormalSource` (``fast_noise=False`` draws them with ``torch.randn`` instead).
 
-Everything runs as one batched computation over all row chunks and the whole batch. What a
+Everything runs as one batched computation over all row chunks and the whole batch: one
+matmul for the charges, then the readout (noise, offset, saturation, ADC) in one compiled pass
+over the reads (:mod:`~anacc.runtime.backends.readout`). What a
 layer's layout picks out of the chip instance is built once per layout; the tensors derived
 from the weights (effective weights, the noise sigma per number of active inputs, peak window
 loads) once per layer version.
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 from anacc.compiler.chip import ChipSpec, Profile
 from anacc.compiler.mapping import AnalogLayer
+from anacc.runtime.backends import readout
 from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
 from anacc.runtime.backends.noise import NormalSource, derived_seed
 
@@ -116,9 +119,6 @@ class _FixedPattern:
     offset: torch.Tensor
     saturation_high: torch.Tensor
     saturation_low: torch.Tensor
-    saturation_high_min: float
-    saturation_low_max: float
-    limits_inside_adc: bool  # every read inside its neuron's limits is inside the ADC range
     weight2_per_row: torch.Tensor  # (R, 1, 1): noise per_event_weight2 / rows of the run
     # by num_sends: window_operator and its longest window (in event slots)
     window_operators: dict[int, tuple[torch.Tensor, float]]
@@ -165,9 +165,8 @@ class EmulatorBackend(AnalogBackend):
         self.instance = ChipInstance.draw(chip, seed)
         self.fast_noise = fast_noise
         self._normals = NormalSource()
-        # reused for the per-read sigma of every call: a fresh buffer of this size costs
-        # its page faults again on each call
-        self._sigma = torch.empty(0)
+        a = chip.analog
+        self._limits = np.array([a.saturation_headroom_lsb, chip.adc_min, chip.adc_max], np.float32)
         self._runs = 0
         self._derived = LayerCache()
         self._noise_terms = profile.noise_terms
@@ -191,42 +190,41 @@ class EmulatorBackend(AnalogBackend):
         width = d.weight.shape[2]
         trial = derived_seed(self.seed, _TRIAL_STREAM, self._runs)
         self._runs += 1
-        # Standard normals, then offset + sigma * z in place, then the matmul accumulates the
-        # charge into the same buffer. The buffer is sample-major (B, R, C), so the caller's
-        # (B, R, C) view of it is contiguous, also for several copies of the layer; the
-        # matmul writes each run's (B, C) block with a row stride of R * C.
+        # The buffer is sample-major (B, R, C), so the caller's (B, R, C) view of it is
+        # contiguous, also for several copies of the layer; the matmul writes each run's
+        # (B, C) block with a row stride of R * C. The readout then turns every charge into
+        # its read in one pass (noise, offset, saturation, ADC: readout.py).
         buffer = torch.empty(batch, n_chunks, width)
         out = buffer.transpose(0, 1)  # (R, B, C)
-        if self.fast_noise:
-            self._normals.fill(buffer, trial)
-        else:  # run-major at the unpadded width: the stream of earlier versions
-            narrow = (n_chunks, batch, layer.out_features)
-            out[..., : layer.out_features] = torch.randn(
-                narrow, generator=torch.Generator().manual_seed(trial)
-            )
-            out[..., layer.out_features :] = 0.0
-        fixed = d.fixed
-        # inputs are integers >= 0: clamped at 1 they sum to the count of active ones (faster
-        # than count_nonzero on the strided chunk view); the count picks the row of the run's
-        # sigma table
-        active = xc.clamp(max=1.0).sum(2).to(torch.int64).add_(d.sigma_row)  # (R, B)
-        if self._sigma.numel() < buffer.numel():
-            self._sigma = torch.empty(buffer.numel())
-        sigma = self._sigma[: buffer.numel()].view(-1, width)
-        torch.index_select(d.sigma, 0, active.t().reshape(-1), out=sigma)
-        torch.addcmul(fixed.offset.transpose(0, 1), buffer, sigma.view(buffer.shape), out=buffer)
-        del sigma
-        if profiler is not None:
-            profiler.lap("noise")
-        out.baddbmm_(xc, d.weight)
+        out.baddbmm_(xc, d.weight, beta=0.0)
         if d.saturation is not None:
             self._dynamic_saturation(out, xc, d.weight, d.saturation)
-        lowest, highest = (float(v) for v in torch.aminmax(buffer))
-        if highest > fixed.saturation_high_min or lowest < fixed.saturation_low_max:
-            self._soft_saturation(buffer, fixed)
-        elif highest > self.chip.adc_max or lowest < self.chip.adc_min:
-            buffer.clamp_(self.chip.adc_min, self.chip.adc_max)
-        buffer.round_()
+        if profiler is not None:
+            profiler.lap("analog kernel")
+        fixed = d.fixed
+        common = (
+            d.sigma.numpy(),
+            d.sigma_row.view(-1).numpy(),
+            fixed.offset.view(n_chunks, width).numpy(),
+            fixed.saturation_high.view(n_chunks, width).numpy(),
+            fixed.saturation_low.view(n_chunks, width).numpy(),
+            self._limits,
+        )
+        if self.fast_noise:
+            bits, where, values = self._normals.parts(buffer.numel(), trial)
+            if profiler is not None:
+                profiler.lap("noise")
+            table = self._normals.table.numpy()
+            readout.readout_table(buffer.numpy(), xc.numpy(), bits, table, where, values, *common)
+        else:  # run-major at the unpadded width: the stream of earlier versions
+            normals = torch.zeros(batch, n_chunks, width)
+            normals.transpose(0, 1)[..., : layer.out_features] = torch.randn(
+                (n_chunks, batch, layer.out_features),
+                generator=torch.Generator().manual_seed(trial),
+            )
+            if profiler is not None:
+                profiler.lap("noise")
+            readout.readout_normals(buffer.numpy(), xc.numpy(), normals.numpy(), *common)
         if profiler is not None:
             profiler.lap("analog kernel")
         return out if width == layer.out_features else out[..., : layer.out_features]
@@ -259,35 +257,6 @@ class EmulatorBackend(AnalogBackend):
             lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
         out.index_add_(2, cols, lost[1] - lost[0])
 
-    def _soft_saturation(self, buffer: torch.Tensor, d: _FixedPattern) -> None:
-        """Beyond a neuron's linear limit, approach limit + headroom smoothly (rational knee),
-        then the ADC's range; only on the reads beyond the limits. ``buffer`` is a contiguous
-        ``(..., R, Cp)`` tensor of reads (sample-major).
-
-        Candidates are the reads beyond the limit nearest to zero among the layer's neurons
-        (a superset of those beyond their own limits); for them, with ``e = v - clamp(v,
-        low, high)`` (the signed excess, 0 inside the limits), the knee removes ``e * |e| /
-        (|e| + headroom)``: :func:`_knee_loss` of the excess, with its sign. Reads inside
-        their limits are inside the ADC range (checked per layout), so the ADC clamp only
-        concerns the candidates as well.
-        """
-        chip = self.chip
-        flat = buffer.view(-1)
-        bound = min(d.saturation_high_min, -d.saturation_low_max)
-        index = torch.from_numpy(np.flatnonzero(np.abs(flat.numpy()) > bound))
-        if index.numel():
-            # the (run, column) of each candidate picks its neuron's limits
-            limit = index.remainder(d.saturation_high.numel())
-            v = flat[index]
-            high = d.saturation_high.view(-1)[limit]
-            low = d.saturation_low.view(-1)[limit]
-            excess = v - torch.minimum(torch.maximum(v, low), high)
-            size = excess.abs()
-            v -= excess * size / (size + chip.analog.saturation_headroom_lsb)
-            flat[index] = v.clamp_(chip.adc_min, chip.adc_max)
-        if not d.limits_inside_adc:
-            buffer.clamp_(chip.adc_min, chip.adc_max)
-
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
         chip = self.chip
@@ -313,11 +282,6 @@ class EmulatorBackend(AnalogBackend):
             offset=padded(inst.neuron_offset[half, neuron], 0.0),
             saturation_high=padded(high, float(high.max())),
             saturation_low=padded(low, float(low.min())),
-            saturation_high_min=float(high.min()),
-            saturation_low_max=float(low.max()),
-            limits_inside_adc=bool(
-                float(high.min()) <= self.chip.adc_max and float(low.max()) >= self.chip.adc_min
-            ),
             weight2_per_row=self._noise_terms.per_event_weight2
             / layout.chunk_rows.to(torch.float32).view(-1, 1, 1),
             window_operators={},

@@ -1,0 +1,102 @@
+"""The emulator's readout in one pass: noise, offset, saturation and the ADC, per read.
+
+After the matmul has put each run's charge into the emulator's sample-major read buffer
+``(B, R, C)``, every read still needs its noise (a standard normal times the sigma of its
+run and number of active inputs), its neuron's offset, the soft saturation beyond the
+neuron's linear limits and the ADC (round, clamp to its range). Written as torch operations
+these are about ten passes over the buffer and its helpers (normals, sigma gather, offset,
+extremes, candidates, rounding); :func:`readout_table` does all of them in one compiled
+loop that reads each element once, with the standard normal looked up from the bits of
+:class:`~anacc.runtime.backends.noise.NormalSource` in the same loop.
+
+The arithmetic per read is that of the torch form, operation by operation in float32:
+``v = charge + (offset + z * sigma)``; beyond a limit ``e = v - clamp(v, low, high)`` and
+``v -= e * |e| / (|e| + headroom)``; then ``clamp(v, adc_min, adc_max)`` and rounding half
+to even.
+
+The loops compile on first use (numba) and are cached on disk, so a later process loads them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Loops index row slices from 0 and use numpy's error model (no zero-division check): both
+# are needed for the loops to compile to vector code.
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@njit(inline="always", **_JIT)
+def _adc(v, high, low, headroom, adc_min, adc_max):  # pragma: no cover - compiled
+    # branch-free: the excess is 0 inside the limits, and then the knee removes nothing
+    e = v - min(max(v, low), high)
+    v = v - e * abs(e) / (abs(e) + headroom)
+    return np.rint(min(max(v, adc_min), adc_max))
+
+
+@njit(inline="always", **_JIT)
+def _active(inputs):  # pragma: no cover - compiled
+    count = 0
+    for k in range(inputs.size):
+        count += inputs[k] != 0.0
+    return count
+
+
+@njit(**_JIT)
+def readout_table(
+    buf, xc, bits, table, tail_pos, tail_val, sigma, sigma_row, offset, high, low, limits
+):  # pragma: no cover - compiled
+    """Reads of ``buf`` ``(B, R, C)`` (float32, contiguous: the charges) in place.
+
+    ``xc`` ``(R, B, n)``: the runs' inputs (their nonzero count picks the sigma row);
+    ``bits`` uint16, one per read in ``buf``'s order: the normal is ``table[bits[i]]``,
+    except at the flat positions ``tail_pos`` where it is ``tail_val``; ``sigma``
+    ``(rows, C)`` with run ``r``'s rows starting at ``sigma_row[r]``; ``offset``, ``high``,
+    ``low`` ``(R, C)``; ``limits``: ``(headroom, adc_min, adc_max)``.
+    """
+    batch, runs, width = buf.shape
+    headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
+    flat = buf.reshape(-1)
+    # the charges at the tail positions, before the loop overwrites them (few: 2**-15 of all)
+    tail_charge = np.empty(tail_pos.size, np.float32)
+    for t in range(tail_pos.size):
+        tail_charge[t] = flat[tail_pos[t]]
+    z = np.empty(width, np.float32)
+    for b in range(batch):
+        for r in range(runs):
+            s = sigma[sigma_row[r] + _active(xc[r, b])]
+            o, hi, lo = offset[r], high[r], low[r]
+            first = (b * runs + r) * width
+            reads = flat[first : first + width]
+            u = bits[first : first + width]
+            # the lookups apart: a gather in the loop below would keep it from vectorizing
+            for c in range(width):
+                z[c] = table[u[c]]
+            for c in range(width):
+                v = reads[c] + (o[c] + z[c] * s[c])
+                reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
+    for t in range(tail_pos.size):
+        i = tail_pos[t]
+        c = i % width
+        r = (i // width) % runs
+        s = sigma[sigma_row[r] + _active(xc[r, i // (width * runs)])]
+        v = tail_charge[t] + (offset[r, c] + tail_val[t] * s[c])
+        flat[i] = _adc(v, high[r, c], low[r, c], headroom, adc_min, adc_max)
+
+
+@njit(**_JIT)
+def readout_normals(
+    buf, xc, normals, sigma, sigma_row, offset, high, low, limits
+):  # pragma: no cover - compiled
+    """:func:`readout_table` with the standard normals given, ``normals`` shaped as ``buf``."""
+    batch, runs, width = buf.shape
+    headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
+    for b in range(batch):
+        for r in range(runs):
+            s = sigma[sigma_row[r] + _active(xc[r, b])]
+            o, hi, lo = offset[r], high[r], low[r]
+            reads, z = buf[b, r], normals[b, r]
+            for c in range(width):
+                v = reads[c] + (o[c] + z[c] * s[c])
+                reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
