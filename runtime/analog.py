@@ -28,13 +28,14 @@ import numpy as np
 import torch
 from anacc.compiler.program import ProgramLayer
 from anacc.compiler.quant import Encoding, encode, zero_code
-from anacc.runtime.backends import Backend
+from anacc.runtime.backends import Backend, readout
 from anacc.runtime.profiler import Profiler
 
 from anacc.errors import DataError
 
 # chip inputs and per-run reads of one block of samples (see analog_forward)
 BLOCK_BYTES = 4 * 2**20
+_NO_READS = np.zeros((0, 1, 1), np.float32)
 
 
 @dataclass
@@ -147,6 +148,28 @@ def finish(layer: ProgramLayer, gain: float, y: torch.Tensor, enc: Encoding) -> 
     return y
 
 
+def digital_terms(
+    layer: ProgramLayer, gain: float, enc: Encoding
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`finish` does per output column, as float32 arrays ``(scale, shift,
+    bias)`` for :func:`~anacc.runtime.backends.readout.combine` (the same float32 values, so
+    the outputs are the same)."""
+    a = layer.analog
+    w_scale = torch.from_numpy(layer.weight_scale)
+    width = a.out_features
+    scale = (w_scale * (enc.scale / (gain * a.num_sends))).expand(width)
+    shift = np.zeros(width, np.float32)
+    if layer.signed == "shift" and enc.offset != 0.0:
+        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
+        shift = (enc.offset * w_deq.sum(dim=0)).numpy()
+    bias = np.zeros(width, np.float32) if layer.bias is None else layer.bias
+    return (
+        np.ascontiguousarray(scale.numpy(), dtype=np.float32),
+        np.ascontiguousarray(shift, dtype=np.float32),
+        np.ascontiguousarray(bias, dtype=np.float32),
+    )
+
+
 def rows_of(layer: ProgramLayer, x: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:
     """The chip's input vectors of ``x``: im2col patches for a convolution, else the rows of
     the last axis."""
@@ -229,6 +252,7 @@ def analog_forward(
     # folded into its channel-major blocks
     rows_out = out.view(-1, out_features) if layer.conv is None else None
     traced: list[list[torch.Tensor]] = [[] for _ in parts]
+    terms = digital_terms(layer, backend.gain_per_send, enc)
     for first in range(0, samples, step):
         count = min(step, samples - first)
         if count == samples and len(parts) == 2:  # one call for both parts of the batch
@@ -247,26 +271,20 @@ def analog_forward(
                 if profiler is not None:
                     profiler.lap("encode/im2col")
                 part_reads.append(backend.mac(layer.analog, rows_q, checked=True))
-        dest = None
-        if rows_out is not None:
-            n_rows = part_reads[0].shape[0]
-            dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
-        y = torch.sum(part_reads[0], dim=1, out=dest)
-        if len(part_reads) == 2:  # the digital combination: positive minus negative part
-            y.sub_(part_reads[1].sum(dim=1))
         if trace is not None:
             for p, reads in enumerate(part_reads):
                 traced[p].append(reads.detach())
+        if rows_out is not None:  # (vectors, 1, C)
+            n_rows = part_reads[0].shape[0]
+            dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
+            dest = dest.unsqueeze(1)
+        else:  # (samples, positions, C), channel-major in memory
+            dest = out[first : first + count].view(count, out_features, -1).transpose(1, 2)
+        pos = part_reads[0].to(torch.float32).numpy()
+        neg = part_reads[1].to(torch.float32).numpy() if len(part_reads) == 2 else _NO_READS
+        readout.combine(pos, neg, *terms, dest.numpy())
         if profiler is not None:
             profiler.lap("rescale")
-        finish(layer, backend.gain_per_send, y, enc)
-        if profiler is not None:
-            profiler.lap("rescale")
-        if rows_out is None:
-            folded = y.view(count, -1, out_features).transpose(1, 2)
-            out[first : first + count].view(count, out_features, -1).copy_(folded)
-            if profiler is not None:
-                profiler.lap("data movement")
     if trace is not None:
         trace.adc.extend(torch.cat(t) if len(t) > 1 else t[0] for t in traced)
     return out

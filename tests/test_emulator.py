@@ -400,3 +400,28 @@ def test_chip_commands_report_user_errors_in_one_line():
     result = CliRunner().invoke(main, ["chip", "measure", "--profile", "fast"])
     assert result.exit_code == 2
     assert "no profile 'fast'" in result.output
+
+
+def test_compiled_loops_refuse_arrays_that_do_not_fit():
+    """The compiled loops do not check bounds per element; they check the shapes up front."""
+    reads = np.zeros((4, 2, 3), np.float32)
+    none = np.zeros((0, 1, 1), np.float32)
+    terms = [np.ones(3, np.float32)] * 3
+    with pytest.raises(ValueError, match="do not match"):
+        readout.combine(reads, none, *terms, np.zeros((3, 1, 3), np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        readout.combine(reads, reads[:3], *terms, np.zeros((4, 1, 3), np.float32))
+    xc = np.zeros((2, 4, 5), np.float32)
+    table = np.zeros(2**16, np.float32)
+    sigma = np.zeros((12, 3), np.float32)
+    rows = np.array([0, 6])
+    tables = (np.zeros((2, 3), np.float32),) * 3
+    limits = np.array([1.0, -128.0, 127.0], np.float32)
+    empty = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    short = np.zeros(23, np.uint16)
+    with pytest.raises(ValueError, match="bits"):
+        readout.readout_table(reads, xc, short, table, *empty, sigma, rows, *tables, limits)
+    bits = np.zeros(24, np.uint16)
+    with pytest.raises(ValueError, match="sigma rows"):
+        readout.readout_table(reads, xc, bits, table, *empty, sigma[:11], rows, *tables, limits)
+    readout.readout_table(reads, xc, bits, table, *empty, sigma, rows, *tables, limits)

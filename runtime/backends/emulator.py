@@ -107,6 +107,7 @@ class _Saturation:
     spread_load: torch.Tensor  # (2, R, C): rho * largest synapse charge
     kappa: torch.Tensor  # (2, R, C): load in units of the linear load per output LSB
     inv_kappa: torch.Tensor  # (2, R, C): 1 / kappa, 0 where kappa is 0
+    abs_weight: torch.Tensor  # (R, n_max, C): |effective weight|, the total charge per input
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class EmulatorBackend(AnalogBackend):
         out = buffer.transpose(0, 1)  # (R, B, C)
         out.baddbmm_(xc, d.weight, beta=0.0)
         if d.saturation is not None:
-            self._dynamic_saturation(out, xc, d.weight, d.saturation)
+            self._dynamic_saturation(out, xc, d.saturation)
         if profiler is not None:
             profiler.lap("analog kernel")
         fixed = d.fixed
@@ -229,23 +230,21 @@ class EmulatorBackend(AnalogBackend):
             profiler.lap("analog kernel")
         return out if width == layer.out_features else out[..., : layer.out_features]
 
-    def _dynamic_saturation(
-        self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
-    ) -> None:
+    def _dynamic_saturation(self, out: torch.Tensor, xc: torch.Tensor, d: _Saturation) -> None:
         """Compress the charge of columns whose synaptic input load may pass its linear range.
 
         The load of a column in a run is at most ``input_max * peak_load`` and at most
         ``sum(x) * spread_load``; only columns where that bound passes the linear load get
-        the exact per-sample computation (one extra matmul over those columns).
+        the exact per-sample computation: their signed charge is in ``out`` (the matmul's,
+        before any noise), their total charge takes one extra matmul over those columns.
         """
         largest_sum = xc.sum(2).amax(1).view(1, -1, 1)  # (1, R, 1) against (2, R, C)
         bound = torch.minimum(self.chip.input_max * d.peak_load, largest_sum * d.spread_load)
         cols = (bound > self.chip.analog.synin_linear_load).any(1).any(0).nonzero().squeeze(1)
         if cols.numel() == 0:
             return
-        weight = weight.index_select(2, cols)
-        charge = torch.bmm(xc, torch.cat([weight, weight.abs()], dim=2))
-        signed, total = charge.split(cols.numel(), dim=2)
+        signed = out.index_select(2, cols)
+        total = torch.bmm(xc, d.abs_weight.index_select(2, cols))
         excitatory = (total + signed) * 0.5
         inhibitory = (total - signed) * 0.5
         kappa = d.kappa.index_select(2, cols).unsqueeze(2)
@@ -332,7 +331,11 @@ class EmulatorBackend(AnalogBackend):
                 kappa > 0, 1.0 / kappa.clamp_min(1e-30), torch.zeros_like(kappa)
             )
             saturation = _Saturation(
-                peak_load=peak, spread_load=rho * charges.amax(2), kappa=kappa, inv_kappa=inv_kappa
+                peak_load=peak,
+                spread_load=rho * charges.amax(2),
+                kappa=kappa,
+                inv_kappa=inv_kappa,
+                abs_weight=(charge * gain).abs_(),
             )
         extra = padded_columns(layer.out_features) - layer.out_features
         return _EmulatedLayer(

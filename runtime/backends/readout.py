@@ -43,6 +43,21 @@ def _active(inputs):  # pragma: no cover - compiled
     return count
 
 
+@njit(inline="always", **_JIT)
+def _check_tables(buf, xc, sigma, sigma_row, offset, high, low):  # pragma: no cover
+    """Raise unless the inputs and tables fit the reads (the loops do not check bounds)."""
+    batch, runs, width = buf.shape
+    if xc.shape[0] != runs or xc.shape[1] != batch:
+        raise ValueError("readout: the inputs do not match the reads")
+    if offset.shape != (runs, width) or high.shape != (runs, width) or low.shape != (runs, width):
+        raise ValueError("readout: the neuron tables do not match the reads")
+    if sigma.shape[1] != width or sigma_row.size != runs:
+        raise ValueError("readout: the sigma table does not match the reads")
+    for r in range(runs):
+        if sigma_row[r] < 0 or sigma_row[r] + xc.shape[2] >= sigma.shape[0]:
+            raise ValueError("readout: a run's sigma rows lie outside the table")
+
+
 @njit(**_JIT)
 def readout_table(
     buf, xc, bits, table, tail_pos, tail_val, sigma, sigma_row, offset, high, low, limits
@@ -56,6 +71,9 @@ def readout_table(
     ``low`` ``(R, C)``; ``limits``: ``(headroom, adc_min, adc_max)``.
     """
     batch, runs, width = buf.shape
+    if bits.size < buf.size or (tail_pos.size and tail_pos[-1] >= buf.size):
+        raise ValueError("readout: the bits do not match the reads")
+    _check_tables(buf, xc, sigma, sigma_row, offset, high, low)
     headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
     flat = buf.reshape(-1)
     # the charges at the tail positions, before the loop overwrites them (few: 2**-15 of all)
@@ -91,6 +109,9 @@ def readout_normals(
 ):  # pragma: no cover - compiled
     """:func:`readout_table` with the standard normals given, ``normals`` shaped as ``buf``."""
     batch, runs, width = buf.shape
+    if normals.shape != buf.shape:
+        raise ValueError("readout: the normals do not match the reads")
+    _check_tables(buf, xc, sigma, sigma_row, offset, high, low)
     headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
     for b in range(batch):
         for r in range(runs):
@@ -100,3 +121,35 @@ def readout_normals(
             for c in range(width):
                 v = reads[c] + (o[c] + z[c] * s[c])
                 reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
+
+
+@njit(**_JIT)
+def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
+    """The digital side of a block of reads, in one pass: ``out[g // P, g % P, c] =
+    (sum_r pos[g, r, c] - sum_r neg[g, r, c]) * scale[c] + shift[c] + bias[c]``.
+
+    ``pos`` ``(G, R, C)``: the reads of each input vector's runs; ``neg``: those of the
+    negative part of a ``split`` layer, or an empty array; ``out`` ``(G / P, P, C)``, any
+    strides (a convolution's channel-major output block as ``(N, positions, C)``).
+    """
+    rows, runs, width = pos.shape
+    per_sample = out.shape[1]
+    if rows != out.shape[0] * per_sample or out.shape[2] != width or scale.size < width:
+        raise ValueError("combine: the reads and the output do not match")
+    if neg.shape[0] and (neg.shape[0] != rows or neg.shape[1] != runs or neg.shape[2] != width):
+        raise ValueError("combine: the parts' reads differ in shape")
+    has_neg = neg.shape[0] > 0
+    acc = np.empty(width, np.float32)
+    for g in range(rows):
+        for c in range(width):
+            acc[c] = pos[g, 0, c]
+        for r in range(1, runs):
+            for c in range(width):
+                acc[c] += pos[g, r, c]
+        if has_neg:
+            for r in range(runs):
+                for c in range(width):
+                    acc[c] -= neg[g, r, c]
+        dest = out[g // per_sample, g % per_sample]
+        for c in range(width):
+            dest[c] = acc[c] * scale[c] + shift[c] + bias[c]
