@@ -331,12 +331,17 @@ def test_readout_equals_the_documented_formula_on_every_read():
     offset = fixed.offset.view(runs, width).numpy()
     high = fixed.saturation_high.view(runs, width).numpy()
     low = fixed.saturation_low.view(runs, width).numpy()
+    # the dynamic saturation's loss on two columns
+    cols = np.array([1, 5])
+    lost = rng.uniform(0, 30, (50, runs, 2)).astype(np.float32)
     out = values.copy()
-    readout.readout_normals(out, xc, normals, sigma, sigma_row, offset, high, low, backend._limits)
+    tables = (sigma, sigma_row, offset, high, low, backend._limits)
+    readout.readout_normals(out, xc, normals, cols, lost, *tables)
 
     active = (xc != 0).sum(2).T  # (samples, runs)
     s = sigma[sigma_row[None, :] + active].astype(np.float64)  # (samples, runs, width)
     v = values + offset + normals.astype(np.float64) * s
+    v[..., cols] -= lost
     headroom = CHIP.analog.saturation_headroom_lsb
     e_hi = np.clip(v - high, 0, None)
     e_lo = np.clip(low - v, 0, None)
@@ -417,11 +422,17 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
     rows = np.array([0, 6])
     tables = (np.zeros((2, 3), np.float32),) * 3
     limits = np.array([1.0, -128.0, 127.0], np.float32)
-    empty = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    empty = np.zeros(0, np.int64), np.zeros(0, np.float32)  # no tail values
+    no_loss = np.zeros(0, np.int64), np.zeros((4, 2, 0), np.float32)
     short = np.zeros(23, np.uint16)
     with pytest.raises(ValueError, match="bits"):
-        readout.readout_table(reads, xc, short, table, *empty, sigma, rows, *tables, limits)
+        args = (sigma, rows, *tables, limits)
+        readout.readout_table(reads, xc, short, table, *empty, *no_loss, *args)
     bits = np.zeros(24, np.uint16)
     with pytest.raises(ValueError, match="sigma rows"):
-        readout.readout_table(reads, xc, bits, table, *empty, sigma[:11], rows, *tables, limits)
-    readout.readout_table(reads, xc, bits, table, *empty, sigma, rows, *tables, limits)
+        args = (sigma[:11], rows, *tables, limits)
+        readout.readout_table(reads, xc, bits, table, *empty, *no_loss, *args)
+    with pytest.raises(ValueError, match="saturating column"):
+        loss = np.array([3]), np.zeros((4, 2, 1), np.float32)
+        readout.readout_table(reads, xc, bits, table, *empty, *loss, sigma, rows, *tables, limits)
+    readout.readout_table(reads, xc, bits, table, *empty, *no_loss, sigma, rows, *tables, limits)

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import torch
-from anacc.runtime.backends.noise import TAIL, NormalSource, central_table
+from anacc.runtime.backends.noise import TAIL, NormalSource, central_table, sfc64
 
 N = 2_000_000
 
@@ -85,3 +85,33 @@ def test_fill_writes_any_contiguous_shape():
     assert torch.isfinite(out).all()
     flat = NormalSource().fill(torch.empty(105), 9)
     assert torch.equal(out.reshape(-1), flat)
+
+
+def test_the_compiled_generator_gives_numpys_sfc64_words():
+    """``sfc64`` is numpy's SFC64: the same words from the same state, and the same state
+    after them (the tails continue the generator from there)."""
+    state = np.array([0x0123456789ABCDEF, 2**64 - 3, 12345, 1], dtype=np.uint64)
+    reference = np.random.SFC64(0)
+    reference.state = {
+        "bit_generator": "SFC64",
+        "state": {"state": state.copy()},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    expected = reference.random_raw(1001)
+    words = np.empty(1001, dtype=np.uint64)
+    sfc64(state, words)
+    assert np.array_equal(words, expected)
+    assert np.array_equal(state, reference.state["state"]["state"])
+
+
+def test_fill_is_the_table_lookup_of_the_parts_with_the_tails():
+    source = NormalSource()
+    n = 300_000  # about 9 tail values
+    bits, where, values = source.parts(n, 7)
+    filled = source.fill(torch.empty(n), 7).numpy()
+    assert where.size > 0 and np.all(np.diff(where) > 0)
+    assert np.all(np.abs(values) > float(source.table.max()))
+    expected = source.table.numpy()[bits]
+    expected[where] = values
+    assert np.array_equal(filled, expected)

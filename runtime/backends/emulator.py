@@ -43,6 +43,8 @@ from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
 from anacc.runtime.backends.noise import NormalSource, derived_seed
 
 _FIXED_PATTERN_STREAM = 0
+# no dynamic saturation in a call: no columns (and a loss of shape (B, R, 0))
+_NO_COLUMNS = torch.zeros(0, dtype=torch.int64)
 _TRIAL_STREAM = 1
 
 
@@ -107,7 +109,6 @@ class _Saturation:
     spread_load: torch.Tensor  # (2, R, C): rho * largest synapse charge
     kappa: torch.Tensor  # (2, R, C): load in units of the linear load per output LSB
     inv_kappa: torch.Tensor  # (2, R, C): 1 / kappa, 0 where kappa is 0
-    abs_weight: torch.Tensor  # (R, n_max, C): |effective weight|, the total charge per input
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,15 @@ class EmulatorBackend(AnalogBackend):
         buffer = torch.empty(batch, n_chunks, width)
         out = buffer.transpose(0, 1)  # (R, B, C)
         out.baddbmm_(xc, d.weight, beta=0.0)
+        cols, lost = _NO_COLUMNS, buffer.new_empty(batch, n_chunks, 0)
         if d.saturation is not None:
-            self._dynamic_saturation(out, xc, d.saturation)
+            cols, lost = self._dynamic_saturation(xc, d.weight, d.saturation)
         if profiler is not None:
             profiler.lap("analog kernel")
         fixed = d.fixed
         common = (
+            cols.numpy(),
+            lost.numpy(),
             d.sigma.numpy(),
             d.sigma_row.view(-1).numpy(),
             fixed.offset.view(n_chunks, width).numpy(),
@@ -230,21 +234,25 @@ class EmulatorBackend(AnalogBackend):
             profiler.lap("analog kernel")
         return out if width == layer.out_features else out[..., : layer.out_features]
 
-    def _dynamic_saturation(self, out: torch.Tensor, xc: torch.Tensor, d: _Saturation) -> None:
-        """Compress the charge of columns whose synaptic input load may pass its linear range.
+    def _dynamic_saturation(
+        self, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the compression of the charge takes away, for the columns whose synaptic input
+        load may pass its linear range: ``(cols, lost)``, ``lost`` ``(B, R, len(cols))``
+        (the readout subtracts it after adding the noise, the order of the model's equations).
 
         The load of a column in a run is at most ``input_max * peak_load`` and at most
         ``sum(x) * spread_load``; only columns where that bound passes the linear load get
-        the exact per-sample computation: their signed charge is in ``out`` (the matmul's,
-        before any noise), their total charge takes one extra matmul over those columns.
+        the exact per-sample computation (one extra matmul over those columns).
         """
         largest_sum = xc.sum(2).amax(1).view(1, -1, 1)  # (1, R, 1) against (2, R, C)
         bound = torch.minimum(self.chip.input_max * d.peak_load, largest_sum * d.spread_load)
         cols = (bound > self.chip.analog.synin_linear_load).any(1).any(0).nonzero().squeeze(1)
         if cols.numel() == 0:
-            return
-        signed = out.index_select(2, cols)
-        total = torch.bmm(xc, d.abs_weight.index_select(2, cols))
+            return _NO_COLUMNS, xc.new_empty(xc.shape[1], xc.shape[0], 0)
+        weight = weight.index_select(2, cols)
+        charge = torch.bmm(xc, torch.cat([weight, weight.abs()], dim=2))
+        signed, total = charge.split(cols.numel(), dim=2)
         excitatory = (total + signed) * 0.5
         inhibitory = (total - signed) * 0.5
         kappa = d.kappa.index_select(2, cols).unsqueeze(2)
@@ -254,7 +262,7 @@ class EmulatorBackend(AnalogBackend):
         for part, charge_part in enumerate((excitatory, inhibitory)):
             excess = (charge_part * kappa[part] - 1.0).clamp_min_(0.0)
             lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
-        out.index_add_(2, cols, lost[1] - lost[0])
+        return cols, (lost[0] - lost[1]).transpose(0, 1).contiguous()
 
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
@@ -335,7 +343,6 @@ class EmulatorBackend(AnalogBackend):
                 spread_load=rho * charges.amax(2),
                 kappa=kappa,
                 inv_kappa=inv_kappa,
-                abs_weight=(charge * gain).abs_(),
             )
         extra = padded_columns(layer.out_features) - layer.out_features
         return _EmulatedLayer(

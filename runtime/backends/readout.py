@@ -44,9 +44,14 @@ def _active(inputs):  # pragma: no cover - compiled
 
 
 @njit(inline="always", **_JIT)
-def _check_tables(buf, xc, sigma, sigma_row, offset, high, low):  # pragma: no cover
+def _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost):  # pragma: no cover
     """Raise unless the inputs and tables fit the reads (the loops do not check bounds)."""
     batch, runs, width = buf.shape
+    if lost.shape != (batch, runs, cols.size):
+        raise ValueError("readout: the saturation loss does not match the reads")
+    for j in range(cols.size):
+        if cols[j] < 0 or cols[j] >= width:
+            raise ValueError("readout: a saturating column lies outside the reads")
     if xc.shape[0] != runs or xc.shape[1] != batch:
         raise ValueError("readout: the inputs do not match the reads")
     if offset.shape != (runs, width) or high.shape != (runs, width) or low.shape != (runs, width):
@@ -58,22 +63,47 @@ def _check_tables(buf, xc, sigma, sigma_row, offset, high, low):  # pragma: no c
             raise ValueError("readout: a run's sigma rows lie outside the table")
 
 
+@njit(inline="always", **_JIT)
+def _membrane(reads, z, s, o, cols, lost):  # pragma: no cover - compiled
+    """``reads += offset + z * sigma`` on one run's row, then minus the dynamic-saturation
+    loss on its columns ``cols`` (in this order: the torch form's float32 sums)."""
+    for c in range(reads.size):
+        reads[c] = reads[c] + (o[c] + z[c] * s[c])
+    for j in range(cols.size):
+        reads[cols[j]] = reads[cols[j]] - lost[j]
+
+
 @njit(**_JIT)
 def readout_table(
-    buf, xc, bits, table, tail_pos, tail_val, sigma, sigma_row, offset, high, low, limits
+    buf,
+    xc,
+    bits,
+    table,
+    tail_pos,
+    tail_val,
+    cols,
+    lost,
+    sigma,
+    sigma_row,
+    offset,
+    high,
+    low,
+    limits,
 ):  # pragma: no cover - compiled
     """Reads of ``buf`` ``(B, R, C)`` (float32, contiguous: the charges) in place.
 
     ``xc`` ``(R, B, n)``: the runs' inputs (their nonzero count picks the sigma row);
     ``bits`` uint16, one per read in ``buf``'s order: the normal is ``table[bits[i]]``,
-    except at the flat positions ``tail_pos`` where it is ``tail_val``; ``sigma``
-    ``(rows, C)`` with run ``r``'s rows starting at ``sigma_row[r]``; ``offset``, ``high``,
-    ``low`` ``(R, C)``; ``limits``: ``(headroom, adc_min, adc_max)``.
+    except at the flat positions ``tail_pos`` where it is ``tail_val``; ``cols`` and
+    ``lost`` ``(B, R, len(cols))``: the dynamic saturation's loss on those columns
+    (``cols`` empty: none); ``sigma`` ``(rows, C)`` with run ``r``'s rows starting at
+    ``sigma_row[r]``; ``offset``, ``high``, ``low`` ``(R, C)``; ``limits``: ``(headroom,
+    adc_min, adc_max)``.
     """
     batch, runs, width = buf.shape
     if bits.size < buf.size or (tail_pos.size and tail_pos[-1] >= buf.size):
         raise ValueError("readout: the bits do not match the reads")
-    _check_tables(buf, xc, sigma, sigma_row, offset, high, low)
+    _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost)
     headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
     flat = buf.reshape(-1)
     # the charges at the tail positions, before the loop overwrites them (few: 2**-15 of all)
@@ -91,6 +121,11 @@ def readout_table(
             # the lookups apart: a gather in the loop below would keep it from vectorizing
             for c in range(width):
                 z[c] = table[u[c]]
+            if cols.size:  # membrane first, then the ADC
+                _membrane(reads, z, s, o, cols, lost[b, r])
+                for c in range(width):
+                    reads[c] = _adc(reads[c], hi[c], lo[c], headroom, adc_min, adc_max)
+                continue
             for c in range(width):
                 v = reads[c] + (o[c] + z[c] * s[c])
                 reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
@@ -98,29 +133,33 @@ def readout_table(
         i = tail_pos[t]
         c = i % width
         r = (i // width) % runs
-        s = sigma[sigma_row[r] + _active(xc[r, i // (width * runs)])]
+        b = i // (width * runs)
+        s = sigma[sigma_row[r] + _active(xc[r, b])]
         v = tail_charge[t] + (offset[r, c] + tail_val[t] * s[c])
+        for j in range(cols.size):
+            if cols[j] == c:
+                v = v - lost[b, r, j]
         flat[i] = _adc(v, high[r, c], low[r, c], headroom, adc_min, adc_max)
 
 
 @njit(**_JIT)
 def readout_normals(
-    buf, xc, normals, sigma, sigma_row, offset, high, low, limits
+    buf, xc, normals, cols, lost, sigma, sigma_row, offset, high, low, limits
 ):  # pragma: no cover - compiled
     """:func:`readout_table` with the standard normals given, ``normals`` shaped as ``buf``."""
     batch, runs, width = buf.shape
     if normals.shape != buf.shape:
         raise ValueError("readout: the normals do not match the reads")
-    _check_tables(buf, xc, sigma, sigma_row, offset, high, low)
+    _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost)
     headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
     for b in range(batch):
         for r in range(runs):
             s = sigma[sigma_row[r] + _active(xc[r, b])]
             o, hi, lo = offset[r], high[r], low[r]
-            reads, z = buf[b, r], normals[b, r]
+            reads = buf[b, r]
+            _membrane(reads, normals[b, r], s, o, cols, lost[b, r])
             for c in range(width):
-                v = reads[c] + (o[c] + z[c] * s[c])
-                reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
+                reads[c] = _adc(reads[c], hi[c], lo[c], headroom, adc_min, adc_max)
 
 
 @njit(**_JIT)
