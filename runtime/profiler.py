@@ -6,12 +6,14 @@ for that step with :meth:`lap` (code called in between that laps its own kinds m
 on, so nothing counts twice; :meth:`mark` skips time that belongs to no kind):
 
 - ``encode/im2col``: the input encoding and the convolution patches (and the checks on them);
-- ``noise``: drawing the trial-to-trial noise and scaling it (emulator);
-- ``analog kernel``: the batched matmul of the charges, saturation, ADC;
-- ``rescale``: the digital sum of the per-run reads, rescaled, shift correction and bias;
+- ``noise``: drawing the random bits and tail values of the trial-to-trial noise (emulator);
+- ``analog kernel``: the batched matmul of the charges, dynamic saturation, and the readout
+  (noise lookup and scaling, offset, soft saturation, ADC);
+- ``rescale``: the digital sum of the per-run reads, rescaled, shift correction and bias,
+  written into the output (for a convolution, folded into its channel-major output);
 - ``digital ops``: the digital regions (onnxruntime);
-- ``data movement``: copies between layouts (folding rows back into images, contiguous copies
-  for onnxruntime, joining batches);
+- ``data movement``: copies between layouts (contiguous copies for onnxruntime, joining
+  batches);
 - ``other``: the rest of a step's time (bookkeeping, clip counting, checks).
 
 The peak memory of the run is the kernel's high-water mark of the resident set above the
