@@ -43,9 +43,9 @@ from anacc.runtime.backends.base import AnalogBackend, ChunkLayout, LayerCache
 from anacc.runtime.backends.noise import NormalSource, derived_seed
 
 _FIXED_PATTERN_STREAM = 0
+_TRIAL_STREAM = 1
 # no dynamic saturation in a call: no columns (and a loss of shape (B, R, 0))
 _NO_COLUMNS = torch.zeros(0, dtype=torch.int64)
-_TRIAL_STREAM = 1
 
 
 # float32 rounding of a bound on the peak window loads (relative)
@@ -239,7 +239,8 @@ class EmulatorBackend(AnalogBackend):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the compression of the charge takes away, for the columns whose synaptic input
         load may pass its linear range: ``(cols, lost)``, ``lost`` ``(B, R, len(cols))``
-        (the readout subtracts it after adding the noise, the order of the model's equations).
+        (the readout subtracts it after adding the noise: the float order of the torch form
+        it replaced).
 
         The load of a column in a run is at most ``input_max * peak_load`` and at most
         ``sum(x) * spread_load``; only columns where that bound passes the linear load get

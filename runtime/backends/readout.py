@@ -10,9 +10,12 @@ loop that reads each element once, with the standard normal looked up from the b
 :class:`~anacc.runtime.backends.noise.NormalSource` in the same loop.
 
 The arithmetic per read is that of the torch form, operation by operation in float32:
-``v = charge + (offset + z * sigma)``; beyond a limit ``e = v - clamp(v, low, high)`` and
-``v -= e * |e| / (|e| + headroom)``; then ``clamp(v, adc_min, adc_max)`` and rounding half
-to even.
+``v = charge + (offset + z * sigma)``, minus the dynamic saturation's loss on the columns
+that have one; beyond a limit ``e = v - clamp(v, low, high)`` and ``v -= e * |e| / (|e| +
+headroom)``; then ``clamp(v, adc_min, adc_max)`` and rounding half to even. (The torch form
+let the matmul accumulate the charge onto the noise; where the BLAS kernel adds the buffer at
+the end that is the same sum, elsewhere a read can differ in its last bit before rounding.)
+:func:`combine` then does the digital side of a block of reads.
 
 The loops compile on first use (numba) and are cached on disk, so a later process loads them.
 """
@@ -173,8 +176,10 @@ def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
     """
     rows, runs, width = pos.shape
     per_sample = out.shape[1]
-    if rows != out.shape[0] * per_sample or out.shape[2] != width or scale.size < width:
+    if rows != out.shape[0] * per_sample or out.shape[2] != width:
         raise ValueError("combine: the reads and the output do not match")
+    if scale.size < width or shift.size < width or bias.size < width:
+        raise ValueError("combine: the per-column terms do not match the reads")
     if neg.shape[0] and (neg.shape[0] != rows or neg.shape[1] != runs or neg.shape[2] != width):
         raise ValueError("combine: the parts' reads differ in shape")
     has_neg = neg.shape[0] > 0
