@@ -436,3 +436,33 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
         loss = np.array([3]), np.zeros((4, 2, 1), np.float32)
         readout.readout_table(reads, xc, bits, table, *empty, *loss, sigma, rows, *tables, limits)
     readout.readout_table(reads, xc, bits, table, *empty, *no_loss, sigma, rows, *tables, limits)
+
+
+def test_derived_charges_equal_the_formulas():
+    """The compiled derivation of a layer version against the formulas in float64."""
+    rng = np.random.default_rng(6)
+    runs, n, width, padded = 3, 20, 7, 16
+    weight_q = rng.integers(-63, 64, (runs, n, width)).astype(np.float32)
+    synapse = rng.uniform(0.8, 1.2, (2, runs, n, width)).astype(np.float32)
+    neuron_gain = rng.uniform(0.9, 1.1, (runs, width)).astype(np.float32)
+    factors = np.array([0.004 * 3, 0.25, 3], np.float32)
+    weight2 = rng.uniform(0, 1e-3, runs).astype(np.float32)
+    charges = np.empty((2, runs, n, width), np.float32)
+    charge = np.empty((runs, n, width), np.float32)
+    weight = np.full((runs, n, padded), np.nan, np.float32)
+    variance = np.empty((runs, width), np.float32)
+    out = (charges, charge, weight, variance)
+    readout.derive_charges(weight_q, synapse, neuron_gain, factors, weight2, *out)
+
+    w = weight_q.astype(np.float64)
+    plus, minus = np.maximum(w, 0) * synapse[0], np.maximum(-w, 0) * synapse[1]
+    np.testing.assert_allclose(charges[0], plus, rtol=1e-6)
+    np.testing.assert_allclose(charges[1], minus, rtol=1e-6)
+    np.testing.assert_allclose(charge, plus - minus, rtol=1e-6, atol=1e-6)
+    gain = neuron_gain[:, None, :] * float(factors[0])
+    np.testing.assert_allclose(weight[..., :width], (plus - minus) * gain, rtol=1e-5, atol=1e-6)
+    assert np.all(weight[..., width:] == 0)
+    expected = ((w * w).sum(1) * weight2[:, None] + 0.25) * 3
+    np.testing.assert_allclose(variance, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="do not match"):
+        readout.derive_charges(weight_q, synapse[:, :2], neuron_gain, factors, weight2, *out)

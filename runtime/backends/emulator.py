@@ -305,27 +305,39 @@ class EmulatorBackend(AnalogBackend):
         if fixed is None:
             fixed = layout.memo[self] = self._fixed_pattern(layout)
         weight_q = layout.chunk_weights(layer.weight_q)  # (R, n_max, C)
-        # the + and - parts of the charge, each >= 0, in units of input x weight
-        charges = weight_q.new_empty((2, *weight_q.shape))
-        torch.clamp(weight_q, min=0.0, out=charges[0])
-        torch.clamp(weight_q, max=0.0, out=charges[1]).neg_()
         if fixed.synapse:
             synapse = fixed.synapse[0]
         else:
             synapse = self._synapse_gains(layout)
             if previous is not None:
                 fixed.synapse.append(synapse)
-        charges.mul_(synapse)
-        charge = charges[0] - charges[1]  # (R, n_max, C), signed
-        gain = fixed.neuron_gain * (self.gain_per_send * layer.num_sends)  # (R, 1, C)
-
-        # noise variance per active input: num_sends * (per_event + per_event_weight2 *
-        # mean square weight of the run)
-        variance = (weight_q * weight_q).sum(1, keepdim=True).mul_(fixed.weight2_per_row)
-        variance.add_(self._noise_terms.per_event).mul_(layer.num_sends)  # (R, 1, C)
+        n_units, n_max, columns = weight_q.shape
+        extra = padded_columns(layer.out_features) - layer.out_features
+        # the + and - parts of the charge, each >= 0, in units of input x weight, times the
+        # synapse gains; the signed charge; the effective weight (output LSB per input unit,
+        # 0 on padded columns); the noise variance per active input: num_sends * (per_event
+        # + per_event_weight2 * mean square weight of the run); one compiled pass
+        charges = weight_q.new_empty((2, *weight_q.shape))
+        charge = weight_q.new_empty(weight_q.shape)
+        weight = weight_q.new_empty((n_units, n_max, columns + extra))
+        variance = weight_q.new_empty((n_units, 1, columns))
+        factors = np.array(
+            [self.gain_per_send * layer.num_sends, self._noise_terms.per_event, layer.num_sends],
+            dtype=np.float32,
+        )
+        readout.derive_charges(
+            weight_q.numpy(),
+            synapse.numpy(),
+            fixed.neuron_gain.view(n_units, columns).numpy(),
+            factors,
+            fixed.weight2_per_row.reshape(-1).numpy(),
+            charges.numpy(),
+            charge.numpy(),
+            weight.numpy(),
+            variance.view(n_units, columns).numpy(),
+        )
         # sigma for every possible number of active inputs of a run: a row lookup per
         # (run, sample) instead of a square root per read
-        n_units, n_max, _ = weight_q.shape
         active = torch.arange(n_max + 1, dtype=torch.float32).view(1, -1, 1)
         sigma = torch.addcmul(torch.tensor(self._noise_terms.readout), active, variance).sqrt_()
 
@@ -333,6 +345,7 @@ class EmulatorBackend(AnalogBackend):
         saturation = None
         chip = self.chip
         if peak is not None:
+            gain = fixed.neuron_gain * (self.gain_per_send * layer.num_sends)  # (R, 1, C)
             total = charges.sum(2)
             rho = torch.where(total > 0, peak / total.clamp_min(1e-30), torch.zeros_like(total))
             kappa = rho / (chip.analog.synin_linear_load * gain.squeeze(1))
@@ -345,9 +358,8 @@ class EmulatorBackend(AnalogBackend):
                 kappa=kappa,
                 inv_kappa=inv_kappa,
             )
-        extra = padded_columns(layer.out_features) - layer.out_features
         return _EmulatedLayer(
-            weight=torch.nn.functional.pad(charge * gain, (0, extra)),
+            weight=weight,
             sigma=torch.nn.functional.pad(sigma.view(-1, weight_q.shape[2]), (0, extra)),
             sigma_row=torch.arange(n_units).mul_(n_max + 1).view(-1, 1),
             fixed=fixed,

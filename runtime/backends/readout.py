@@ -197,3 +197,48 @@ def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
         dest = out[g // per_sample, g % per_sample]
         for c in range(width):
             dest[c] = acc[c] * scale[c] + shift[c] + bias[c]
+
+
+@njit(**_JIT)
+def derive_charges(
+    weight_q, synapse, neuron_gain, factors, weight2, charges, charge, weight, variance
+):  # pragma: no cover - compiled
+    """A layer version's charges in one pass over its chunked integer weights ``weight_q``
+    ``(R, n, C)``, each element once, in the torch form's float32 operations:
+
+    - ``charges`` ``(2, R, n, C)``: ``max(w, 0)`` and ``-min(w, 0)``, times ``synapse`` (the
+      synapse gains of the + and - rows);
+    - ``charge`` ``(R, n, C)``: the signed charge ``charges[0] - charges[1]``;
+    - ``weight`` ``(R, n, Cp)``: ``charge * (neuron_gain * factors[0])``, zero beyond ``C``;
+    - ``variance`` ``(R, C)``: ``(sum_k w**2 * weight2[r] + factors[1]) * factors[2]``.
+
+    ``factors``: float32 ``(gain per send x num_sends, per-event variance, num_sends)``.
+    """
+    runs, n, width = weight_q.shape
+    if synapse.shape != (2, runs, n, width) or charges.shape != synapse.shape:
+        raise ValueError("derive: the synapse gains or charges do not match the weights")
+    if charge.shape != weight_q.shape or weight.shape[:2] != (runs, n) or weight.shape[2] < width:
+        raise ValueError("derive: the charge or weight buffers do not match the weights")
+    if neuron_gain.shape != (runs, width) or variance.shape != (runs, width) or weight2.size < runs:
+        raise ValueError("derive: the neuron tables do not match the weights")
+    gain = np.empty(width, np.float32)
+    square = np.empty(width, np.float32)
+    zero = np.float32(0.0)
+    for r in range(runs):
+        for c in range(width):
+            gain[c] = neuron_gain[r, c] * factors[0]
+            square[c] = zero
+        for k in range(n):
+            w = weight_q[r, k]
+            s0, s1 = synapse[0, r, k], synapse[1, r, k]
+            p, m, q, out = charges[0, r, k], charges[1, r, k], charge[r, k], weight[r, k]
+            for c in range(width):
+                p[c] = max(w[c], zero) * s0[c]
+                m[c] = -min(w[c], zero) * s1[c]
+                q[c] = p[c] - m[c]
+                out[c] = q[c] * gain[c]
+                square[c] += w[c] * w[c]
+            for c in range(width, out.size):
+                out[c] = zero
+        for c in range(width):
+            variance[r, c] = (square[c] * weight2[r] + factors[1]) * factors[2]
