@@ -126,34 +126,23 @@ def count_clipped(
 
 def rescale(layer: ProgramLayer, gain: float, reads: torch.Tensor, enc: Encoding) -> torch.Tensor:
     """ADC reads ``(parts * rows, chunks, out)`` -> float ``(rows, out)``: the digital sum over
-    the row chunks and parts, rescaled, plus the shift correction and the bias."""
+    the row chunks and parts, rescaled, plus the shift correction and the bias. The torch form
+    of what :func:`analog_forward` does with :func:`~anacc.runtime.backends.readout.combine`
+    (the same float32 operations)."""
     rows = reads.shape[0] // (2 if layer.signed == "split" else 1)
     y = reads[:rows].sum(dim=1)
     if layer.signed == "split":  # the digital combination: positive minus negative part
         y.sub_(reads[rows:].sum(dim=1))
-    return finish(layer, gain, y, enc)
-
-
-def finish(layer: ProgramLayer, gain: float, y: torch.Tensor, enc: Encoding) -> torch.Tensor:
-    """The summed reads ``y`` ``(rows, out)`` rescaled in place, plus the shift correction and
-    the bias; returns ``y``."""
-    a = layer.analog
-    w_scale = torch.from_numpy(layer.weight_scale)
-    y.mul_(w_scale * (enc.scale / (gain * a.num_sends)))
-    if layer.signed == "shift" and enc.offset != 0.0:
-        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
-        y.add_(enc.offset * w_deq.sum(dim=0))
-    if layer.bias is not None:
-        y.add_(torch.from_numpy(layer.bias))
-    return y
+    scale, shift, bias = (torch.from_numpy(t) for t in digital_terms(layer, gain, enc))
+    return y.mul_(scale).add_(shift).add_(bias)
 
 
 def digital_terms(
     layer: ProgramLayer, gain: float, enc: Encoding
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What :func:`finish` does per output column, as float32 arrays ``(scale, shift,
-    bias)`` for :func:`~anacc.runtime.backends.readout.combine` (the same float32 values, so
-    the outputs are the same)."""
+    """The digital side's terms per output column, as float32 arrays ``(scale, shift,
+    bias)``: the summed reads times ``scale``, plus the shift correction ``shift`` (zero
+    unless the input encoding is shifted) and the bias (zero without one)."""
     a = layer.analog
     w_scale = torch.from_numpy(layer.weight_scale)
     width = a.out_features
