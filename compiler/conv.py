@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 # (i, j, slice along h, slice along w) for every kernel offset
-_Taps = list[tuple[int, int, slice, slice]]
+_Taps = tuple[tuple[int, int, slice, slice], ...]
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class ConvGeometry:
     group: int
     in_channels: int
     out_channels: int
-    # per input size: what multiplicity() computed (small tensors, kept with the geometry)
+    # per input size: what multiplicity() and _taps() computed (small, kept with the geometry)
     _copies: dict = field(default_factory=dict, compare=False, repr=False)
+    _tap_plans: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("kernel_shape", "strides", "pads", "dilations"):
@@ -109,7 +110,13 @@ class ConvGeometry:
     def _taps(self, spatial: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, int], _Taps]:
         """The 2-D view of the geometry on ``spatial`` (a 1-D conv as height 1): pads (top,
         left, bottom, right), the output size, and per kernel offset ``(i, j)`` the slices of
-        the padded input it reads, in (kh, kw) order."""
+        the padded input it reads, in (kh, kw) order (built once per input size)."""
+        found = self._tap_plans.get(spatial)
+        if found is None:
+            found = self._tap_plans[spatial] = self._tap_plan(spatial)
+        return found
+
+    def _tap_plan(self, spatial: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, int], _Taps]:
         k, s, d, p = self.kernel_shape, self.strides, self.dilations, self.pads
         if self.rank == 1:
             k, s, d, p = (1, k[0]), (1, s[0]), (1, d[0]), (0, p[0], 0, p[1])
@@ -126,7 +133,7 @@ class ConvGeometry:
             for i in range(k[0])
             for j in range(k[1])
         ]
-        return tuple(p), (out_h, out_w), taps
+        return tuple(p), (out_h, out_w), tuple(taps)
 
     def im2col(self, x: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:
         """Patches of ``x`` ``(N, C, *spatial)`` as rows ``(N * positions, C * prod(k))``,
