@@ -11,7 +11,7 @@ import torch
 from anacc.compiler.chip import ChipSpec, load_chip
 from anacc.runtime.backends import get_backend, readout
 from anacc.runtime.backends.base import build_chunk_layout
-from anacc.runtime.backends.emulator import EmulatorBackend, _peak_window_load
+from anacc.runtime.backends.emulator import EmulatorBackend, _peak_window_load, window_plan
 from anacc.runtime.characterize import (
     characterization_num_sends,
     characterize,
@@ -150,7 +150,8 @@ def test_peak_window_load_matches_a_brute_force_event_train(num_sends):
     layout = build_chunk_layout(layer, CHIP)
     charges = torch.rand(2, 3, layout.n_max, 3) * layout.valid.view(1, 3, -1, 1)
     for window in (1.0, 2.5, 4.0, 7.0, 9.5, 30.0):
-        peak = _peak_window_load(charges, layout, window, num_sends)
+        plan = window_plan(layout, window, num_sends)[0]
+        peak = torch.from_numpy(_peak_window_load(charges.numpy(), layout, plan))
         for r, (a, b) in enumerate(bounds):
             in_time = np.argsort(slots[a:b])
             for part in range(2):
@@ -320,7 +321,8 @@ def test_readout_equals_the_documented_formula_on_every_read():
     layer = tiled_layer(CHIP, rng.integers(-63, 64, (256, 300)))
     layout = backend.layout(layer)
     fixed = backend._fixed_pattern(layout)
-    runs, width = layout.n_chunks, fixed.offset.shape[2]  # the run buffers' width (maybe padded)
+    _, offset, high, low = fixed.tables  # (runs, width): the run buffers' width (maybe padded)
+    runs, width = offset.shape
     # a sample-major buffer (samples, runs, columns) of charges, the runs' inputs and normals
     values = rng.normal(0, 90, (50, runs, width)).astype(np.float32)
     xc = rng.integers(0, 2, (runs, 50, layout.n_max)).astype(np.float32)
@@ -328,9 +330,6 @@ def test_readout_equals_the_documented_formula_on_every_read():
     n_max = layout.n_max
     sigma = rng.uniform(0, 3, (runs * (n_max + 1), width)).astype(np.float32)
     sigma_row = np.arange(runs, dtype=np.int64) * (n_max + 1)
-    offset = fixed.offset.view(runs, width).numpy()
-    high = fixed.saturation_high.view(runs, width).numpy()
-    low = fixed.saturation_low.view(runs, width).numpy()
     # the dynamic saturation's loss on two columns
     cols = np.array([1, 5])
     lost = rng.uniform(0, 30, (50, runs, 2)).astype(np.float32)
@@ -441,20 +440,25 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
 def test_derived_charges_equal_the_formulas():
     """The compiled derivation of a layer version against the formulas in float64."""
     rng = np.random.default_rng(6)
-    runs, n, width, padded = 3, 20, 7, 16
-    weight_q = rng.integers(-63, 64, (runs, n, width)).astype(np.float32)
+    runs, n, width, padded, rows = 3, 20, 7, 16, 55
+    weights = rng.integers(-63, 64, (rows, width)).astype(np.int16)
+    # each run's positions pick weight rows; the last run has 5 padded positions (row 55)
+    gather = rng.permutation(rows + 5)[: runs * n].reshape(runs, n).astype(np.int64)
+    gather[2, -5:] = rows
+    gather[gather > rows] = rows
     synapse = rng.uniform(0.8, 1.2, (2, runs, n, width)).astype(np.float32)
     neuron_gain = rng.uniform(0.9, 1.1, (runs, width)).astype(np.float32)
-    factors = np.array([0.004 * 3, 0.25, 3], np.float32)
+    factors = np.array([0.004 * 3, 0.25, 3, 0.5], np.float32)
     weight2 = rng.uniform(0, 1e-3, runs).astype(np.float32)
     charges = np.empty((2, runs, n, width), np.float32)
     charge = np.empty((runs, n, width), np.float32)
     weight = np.full((runs, n, padded), np.nan, np.float32)
-    variance = np.empty((runs, width), np.float32)
-    out = (charges, charge, weight, variance)
-    readout.derive_charges(weight_q, synapse, neuron_gain, factors, weight2, *out)
+    sigma = np.full((runs * (n + 1), padded), np.nan, np.float32)
+    out = (charges, charge, weight, sigma)
+    tables = (synapse, neuron_gain, factors, weight2)
+    assert readout.derive_charges(weights, gather, *tables, *out, np.zeros((0, 0, 0))) == 0.0
 
-    w = weight_q.astype(np.float64)
+    w = np.concatenate([weights, np.zeros((1, width))])[gather].astype(np.float64)
     plus, minus = np.maximum(w, 0) * synapse[0], np.maximum(-w, 0) * synapse[1]
     np.testing.assert_allclose(charges[0], plus, rtol=1e-6)
     np.testing.assert_allclose(charges[1], minus, rtol=1e-6)
@@ -462,7 +466,61 @@ def test_derived_charges_equal_the_formulas():
     gain = neuron_gain[:, None, :] * float(factors[0])
     np.testing.assert_allclose(weight[..., :width], (plus - minus) * gain, rtol=1e-5, atol=1e-6)
     assert np.all(weight[..., width:] == 0)
-    expected = ((w * w).sum(1) * weight2[:, None] + 0.25) * 3
-    np.testing.assert_allclose(variance, expected, rtol=1e-6)
+    variance = ((w * w).sum(1) * weight2[:, None] + 0.25) * 3  # (runs, width)
+    active = np.arange(n + 1).reshape(1, -1, 1)
+    expected = np.sqrt(0.5 + active * variance[:, None, :]).reshape(-1, width)
+    np.testing.assert_allclose(sigma[:, :width], expected, rtol=1e-6)
+    assert np.all(sigma[:, width:] == 0)
+    # against an earlier version's charges: the largest change of one charge
+    before = charge + rng.normal(0, 1, charge.shape).astype(np.float32)
+    drift = readout.derive_charges(weights, gather, *tables, *out, before)
+    assert drift == pytest.approx(np.abs(charge - before).max(), rel=1e-6)
+    none = np.zeros((0, 0, 0), np.float32)
     with pytest.raises(ValueError, match="do not match"):
-        readout.derive_charges(weight_q, synapse[:, :2], neuron_gain, factors, weight2, *out)
+        readout.derive_charges(weights, gather, synapse[:, :2], *tables[1:], *out, none)
+    with pytest.raises(ValueError, match="outside the weights"):
+        readout.derive_charges(weights, gather + rows, *tables, *out, none)
+    with pytest.raises(ValueError, match="earlier charges"):
+        readout.derive_charges(weights, gather, *tables, *out, before[:1])
+
+
+def test_saturation_loss_equals_the_knee_formula():
+    """The compiled dynamic-saturation loss against the knee in float64: each part's
+    excess ``e`` beyond its linear load loses ``e**2 / (e + headroom) / kappa``."""
+    rng = np.random.default_rng(7)
+    runs, batch, width, headroom = 2, 5, 9, 0.75
+    cols = np.array([1, 4, 8])
+    signed = rng.normal(0, 30, (runs, batch, 3)).astype(np.float32)
+    total = (np.abs(signed) + rng.uniform(0, 40, signed.shape)).astype(np.float32)
+    charge = np.concatenate([signed, total], axis=2)
+    kappa = rng.uniform(0.0, 0.06, (2, runs, width)).astype(np.float32)
+    kappa[0, 0, 4] = 0.0  # a part that never saturates
+    inv_kappa = np.where(kappa > 0, 1.0 / np.maximum(kappa, 1e-30), 0.0).astype(np.float32)
+    lost = np.full((batch, runs, 3), np.nan, np.float32)
+    readout.saturation_loss(cols, charge, kappa, inv_kappa, headroom, lost)
+
+    parts = [(total + signed) / 2.0, (total - signed) / 2.0]
+    expected = 0.0
+    for p, sign in ((0, 1.0), (1, -1.0)):
+        k = kappa[p][:, None, cols].astype(np.float64)  # (runs, 1, 3)
+        excess = np.maximum(parts[p] * k - 1.0, 0.0)
+        inv = np.where(k > 0, 1.0 / np.maximum(k, 1e-30), 0.0)
+        expected = expected + sign * excess**2 / (excess + headroom) * inv
+    assert np.abs(expected).max() > 1.0  # some reads do saturate
+    np.testing.assert_allclose(lost, expected.transpose(1, 0, 2), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="do not match the columns"):
+        readout.saturation_loss(cols[:2], charge, kappa, inv_kappa, headroom, lost)
+
+
+def test_saturating_columns_are_those_whose_bound_passes_the_linear_load():
+    rng = np.random.default_rng(8)
+    xc = rng.integers(0, 32, (3, 6, 10)).astype(np.float32)
+    peak = rng.uniform(0, 1, (2, 3, 12)).astype(np.float32)
+    spread = rng.uniform(0, 0.2, (2, 3, 12)).astype(np.float32)
+    factors = np.array([31, 20.0], np.float32)
+    found = readout.saturating_columns(xc, peak, spread, factors)
+    largest = xc.sum(2).max(1).reshape(1, 3, 1)
+    bound = np.minimum(31 * peak.astype(np.float64), largest * spread)
+    expected = np.nonzero((bound > 20.0).any(axis=(0, 1)))[0]
+    assert 0 < expected.size < 12
+    np.testing.assert_array_equal(found, expected)

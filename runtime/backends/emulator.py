@@ -45,7 +45,9 @@ from anacc.runtime.backends.noise import NormalSource, derived_seed
 _FIXED_PATTERN_STREAM = 0
 _TRIAL_STREAM = 1
 # no dynamic saturation in a call: no columns (and a loss of shape (B, R, 0))
-_NO_COLUMNS = torch.zeros(0, dtype=torch.int64)
+_NO_COLUMNS = np.zeros(0, dtype=np.int64)
+# no earlier charges to compare a new version's with
+_NO_CHARGE = np.zeros((0, 0, 0), np.float32)
 
 
 # float32 rounding of a bound on the peak window loads (relative)
@@ -105,10 +107,10 @@ def _float_tensor(values: np.ndarray) -> torch.Tensor:
 class _Saturation:
     """What the dynamic-saturation model needs, per part (+ / -), run and column."""
 
-    peak_load: torch.Tensor  # (2, R, C): peak window load per unit input
-    spread_load: torch.Tensor  # (2, R, C): rho * largest synapse charge
-    kappa: torch.Tensor  # (2, R, C): load in units of the linear load per output LSB
-    inv_kappa: torch.Tensor  # (2, R, C): 1 / kappa, 0 where kappa is 0
+    peak_load: np.ndarray  # (2, R, C): peak window load per unit input
+    spread_load: np.ndarray  # (2, R, C): rho * largest synapse charge
+    kappa: np.ndarray  # (2, R, C): load in units of the linear load per output LSB
+    inv_kappa: np.ndarray  # (2, R, C): 1 / kappa, 0 where kappa is 0
 
 
 @dataclass(frozen=True)
@@ -116,24 +118,25 @@ class _FixedPattern:
     """What a layer's layout picks out of the chip instance; built once per layout."""
 
     neuron_gain: torch.Tensor  # (R, 1, C)
-    # (R, 1, Cp), padded to the run buffers' width (padded_columns): offset 0, limits that
-    # a padded read (always 0) stays inside
-    offset: torch.Tensor
-    saturation_high: torch.Tensor
-    saturation_low: torch.Tensor
-    weight2_per_row: torch.Tensor  # (R, 1, 1): noise per_event_weight2 / rows of the run
-    # by num_sends: window_operator and its longest window (in event slots)
-    window_operators: dict[int, tuple[torch.Tensor, float]]
+    weight2_per_row: np.ndarray  # (R,): noise per_event_weight2 / rows of the run
+    gather: np.ndarray  # (R, n_max) int64: the weight row of each position (in_features: none)
+    # what the readout reads: sigma_row (R,) int64, run r's first row in the sigma table (r *
+    # (n_max + 1)); then the neurons' offset, saturation_high and saturation_low (R, Cp),
+    # padded to the run buffers' width (padded_columns): offset 0, limits that a padded read
+    # (always 0) stays inside
+    tables: tuple[np.ndarray, ...]
+    # by num_sends: window_plan and its longest window (in event slots)
+    window_plans: dict[int, tuple[np.ndarray, float]]
     # _synapse_gains, kept once the layer's weights change (it is as large as two weight
     # matrices; a layer that never changes does not keep it)
-    synapse: list[torch.Tensor]
+    synapse: list[np.ndarray]
 
 
 @dataclass(frozen=True)
 class _PeakBase:
     """The signed charges ``(R, n_max, C)`` of a version and its largest peak load."""
 
-    charge: torch.Tensor
+    charge: np.ndarray
     peak_max: float
 
 
@@ -143,15 +146,15 @@ class _EmulatedLayer:
 
     # (R, n_max, Cp): effective weight, output LSB per input unit (0 on padded columns)
     weight: torch.Tensor
-    # (R * (n_max + 1), Cp): row r * (n_max + 1) + n is the noise sigma of run r's columns
-    # when n of its inputs are active; sigma_row (R, 1) holds r * (n_max + 1)
-    sigma: torch.Tensor
-    sigma_row: torch.Tensor
     fixed: _FixedPattern
     num_sends: int
     # None unless some input can pass the synaptic linear load
     saturation: _Saturation | None
     base: _PeakBase | None  # bounds the peak loads of the next version
+    # what the readout reads: sigma (R * (n_max + 1), Cp), whose row r * (n_max + 1) + n
+    # holds the noise sigma of run r's columns when n of its inputs are active; then the
+    # fixed pattern's tables
+    tables: tuple[np.ndarray, ...]
 
 
 class EmulatorBackend(AnalogBackend):
@@ -199,28 +202,21 @@ class EmulatorBackend(AnalogBackend):
         buffer = torch.empty(batch, n_chunks, width)
         out = buffer.transpose(0, 1)  # (R, B, C)
         out.baddbmm_(xc, d.weight, beta=0.0)
-        cols, lost = _NO_COLUMNS, buffer.new_empty(batch, n_chunks, 0)
+        xc_np = xc.numpy()
         if d.saturation is not None:
-            cols, lost = self._dynamic_saturation(xc, d.weight, d.saturation)
+            cols, lost = self._dynamic_saturation(xc, xc_np, d.weight, d.saturation)
+        else:
+            cols, lost = _NO_COLUMNS, np.empty((batch, n_chunks, 0), np.float32)
         if profiler is not None:
             profiler.lap("analog kernel")
-        fixed = d.fixed
-        common = (
-            cols.numpy(),
-            lost.numpy(),
-            d.sigma.numpy(),
-            d.sigma_row.view(-1).numpy(),
-            fixed.offset.view(n_chunks, width).numpy(),
-            fixed.saturation_high.view(n_chunks, width).numpy(),
-            fixed.saturation_low.view(n_chunks, width).numpy(),
-            self._limits,
-        )
+        common = (cols, lost, *d.tables, self._limits)
+        reads = buffer.numpy()
         if self.fast_noise:
             bits, where, values = self._normals.parts(buffer.numel(), trial)
             if profiler is not None:
                 profiler.lap("noise")
-            table = self._normals.table.numpy()
-            readout.readout_table(buffer.numpy(), xc.numpy(), bits, table, where, values, *common)
+            table = self._normals.table_values
+            readout.readout_table(reads, xc_np, bits, table, where, values, *common)
         else:  # run-major at the unpadded width: the stream of earlier versions
             normals = torch.zeros(batch, n_chunks, width)
             normals.transpose(0, 1)[..., : layer.out_features] = torch.randn(
@@ -229,14 +225,14 @@ class EmulatorBackend(AnalogBackend):
             )
             if profiler is not None:
                 profiler.lap("noise")
-            readout.readout_normals(buffer.numpy(), xc.numpy(), normals.numpy(), *common)
+            readout.readout_normals(reads, xc_np, normals.numpy(), *common)
         if profiler is not None:
             profiler.lap("analog kernel")
         return out if width == layer.out_features else out[..., : layer.out_features]
 
     def _dynamic_saturation(
-        self, xc: torch.Tensor, weight: torch.Tensor, d: _Saturation
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, xc: torch.Tensor, xc_np: np.ndarray, weight: torch.Tensor, d: _Saturation
+    ) -> tuple[np.ndarray, np.ndarray]:
         """What the compression of the charge takes away, for the columns whose synaptic input
         load may pass its linear range: ``(cols, lost)``, ``lost`` ``(B, R, len(cols))``
         (the readout subtracts it after adding the noise: the float order of the torch form
@@ -246,24 +242,17 @@ class EmulatorBackend(AnalogBackend):
         ``sum(x) * spread_load``; only columns where that bound passes the linear load get
         the exact per-sample computation (one extra matmul over those columns).
         """
-        largest_sum = xc.sum(2).amax(1).view(1, -1, 1)  # (1, R, 1) against (2, R, C)
-        bound = torch.minimum(self.chip.input_max * d.peak_load, largest_sum * d.spread_load)
-        cols = (bound > self.chip.analog.synin_linear_load).any(1).any(0).nonzero().squeeze(1)
-        if cols.numel() == 0:
-            return _NO_COLUMNS, xc.new_empty(xc.shape[1], xc.shape[0], 0)
-        weight = weight.index_select(2, cols)
+        chip = self.chip
+        factors = np.array([chip.input_max, chip.analog.synin_linear_load], np.float32)
+        found = readout.saturating_columns(xc_np, d.peak_load, d.spread_load, factors)
+        lost = np.empty((xc.shape[1], xc.shape[0], found.size), np.float32)
+        if found.size == 0:
+            return found, lost
+        weight = weight.index_select(2, torch.from_numpy(found))
         charge = torch.bmm(xc, torch.cat([weight, weight.abs()], dim=2))
-        signed, total = charge.split(cols.numel(), dim=2)
-        excitatory = (total + signed) * 0.5
-        inhibitory = (total - signed) * 0.5
-        kappa = d.kappa.index_select(2, cols).unsqueeze(2)
-        inv_kappa = d.inv_kappa.index_select(2, cols).unsqueeze(2)
-        headroom = self.chip.analog.synin_headroom
-        lost = []
-        for part, charge_part in enumerate((excitatory, inhibitory)):
-            excess = (charge_part * kappa[part] - 1.0).clamp_min_(0.0)
-            lost.append(_knee_loss(excess, headroom) * inv_kappa[part])
-        return cols, (lost[0] - lost[1]).transpose(0, 1).contiguous()
+        headroom = chip.analog.synin_headroom
+        readout.saturation_loss(found, charge.numpy(), d.kappa, d.inv_kappa, headroom, lost)
+        return found, lost
 
     def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
@@ -282,17 +271,21 @@ class EmulatorBackend(AnalogBackend):
         low = inst.saturation_low[half, neuron]
         extra = padded_columns(layout.out_features) - layout.out_features
 
-        def padded(t: torch.Tensor, value: float) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (0, extra), value=value).unsqueeze(1)
+        def padded(t: torch.Tensor, value: float) -> np.ndarray:
+            return torch.nn.functional.pad(t, (0, extra), value=value).numpy()
 
+        weight2 = self._noise_terms.per_event_weight2 / layout.chunk_rows.to(torch.float32)
         return _FixedPattern(
             neuron_gain=inst.neuron_gain[half, neuron].unsqueeze(1),
-            offset=padded(inst.neuron_offset[half, neuron], 0.0),
-            saturation_high=padded(high, float(high.max())),
-            saturation_low=padded(low, float(low.min())),
-            weight2_per_row=self._noise_terms.per_event_weight2
-            / layout.chunk_rows.to(torch.float32).view(-1, 1, 1),
-            window_operators={},
+            weight2_per_row=weight2.numpy(),
+            gather=np.ascontiguousarray(layout.gather.numpy(), dtype=np.int64),
+            tables=(
+                np.arange(layout.n_chunks, dtype=np.int64) * (layout.n_max + 1),
+                padded(inst.neuron_offset[half, neuron], 0.0),
+                padded(high, float(high.max())),
+                padded(low, float(low.min())),
+            ),
+            window_plans={},
             synapse=[],
         )
 
@@ -304,68 +297,77 @@ class EmulatorBackend(AnalogBackend):
         fixed = layout.memo.get(self)
         if fixed is None:
             fixed = layout.memo[self] = self._fixed_pattern(layout)
-        weight_q = layout.chunk_weights(layer.weight_q)  # (R, n_max, C)
         if fixed.synapse:
             synapse = fixed.synapse[0]
         else:
-            synapse = self._synapse_gains(layout)
+            synapse = self._synapse_gains(layout).numpy()
             if previous is not None:
                 fixed.synapse.append(synapse)
-        n_units, n_max, columns = weight_q.shape
-        extra = padded_columns(layer.out_features) - layer.out_features
+        n_units, n_max, columns = synapse.shape[1:]
+        width = padded_columns(columns)
         # the + and - parts of the charge, each >= 0, in units of input x weight, times the
         # synapse gains; the signed charge; the effective weight (output LSB per input unit,
-        # 0 on padded columns); the noise variance per active input: num_sends * (per_event
-        # + per_event_weight2 * mean square weight of the run); one compiled pass
-        charges = weight_q.new_empty((2, *weight_q.shape))
-        charge = weight_q.new_empty(weight_q.shape)
-        weight = weight_q.new_empty((n_units, n_max, columns + extra))
-        variance = weight_q.new_empty((n_units, 1, columns))
+        # 0 on padded columns); the noise sigma for every possible number of active inputs of
+        # a run (a row lookup per (run, sample) instead of a square root per read); one
+        # compiled pass over the layer's integer weights
+        charges = np.empty((2, n_units, n_max, columns), np.float32)
+        charge = np.empty((n_units, n_max, columns), np.float32)
+        weight = np.empty((n_units, n_max, width), np.float32)
+        sigma = np.empty((n_units * (n_max + 1), width), np.float32)
         factors = np.array(
-            [self.gain_per_send * layer.num_sends, self._noise_terms.per_event, layer.num_sends],
+            [
+                self.gain_per_send * layer.num_sends,
+                self._noise_terms.per_event,
+                layer.num_sends,
+                self._noise_terms.readout,
+            ],
             dtype=np.float32,
         )
-        readout.derive_charges(
-            weight_q.numpy(),
-            synapse.numpy(),
+        base = None
+        if (
+            previous is not None
+            and previous.fixed is fixed
+            and previous.num_sends == layer.num_sends
+        ):
+            base = previous.base
+        drift = readout.derive_charges(
+            np.ascontiguousarray(layer.weight_q),
+            fixed.gather,
+            synapse,
             fixed.neuron_gain.view(n_units, columns).numpy(),
             factors,
-            fixed.weight2_per_row.reshape(-1).numpy(),
-            charges.numpy(),
-            charge.numpy(),
-            weight.numpy(),
-            variance.view(n_units, columns).numpy(),
+            fixed.weight2_per_row,
+            charges,
+            charge,
+            weight,
+            sigma,
+            _NO_CHARGE if base is None else base.charge,
         )
-        # sigma for every possible number of active inputs of a run: a row lookup per
-        # (run, sample) instead of a square root per read
-        active = torch.arange(n_max + 1, dtype=torch.float32).view(1, -1, 1)
-        sigma = torch.addcmul(torch.tensor(self._noise_terms.readout), active, variance).sqrt_()
-
-        peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous)
+        peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous, base, drift)
         saturation = None
         chip = self.chip
         if peak is not None:
             gain = fixed.neuron_gain * (self.gain_per_send * layer.num_sends)  # (R, 1, C)
-            total = charges.sum(2)
+            charges_t = torch.from_numpy(charges)
+            total = charges_t.sum(2)
             rho = torch.where(total > 0, peak / total.clamp_min(1e-30), torch.zeros_like(total))
             kappa = rho / (chip.analog.synin_linear_load * gain.squeeze(1))
             inv_kappa = torch.where(
                 kappa > 0, 1.0 / kappa.clamp_min(1e-30), torch.zeros_like(kappa)
             )
             saturation = _Saturation(
-                peak_load=peak,
-                spread_load=rho * charges.amax(2),
-                kappa=kappa,
-                inv_kappa=inv_kappa,
+                peak_load=peak.numpy(),
+                spread_load=(rho * charges_t.amax(2)).numpy(),
+                kappa=kappa.numpy(),
+                inv_kappa=inv_kappa.numpy(),
             )
         return _EmulatedLayer(
-            weight=weight,
-            sigma=torch.nn.functional.pad(sigma.view(-1, weight_q.shape[2]), (0, extra)),
-            sigma_row=torch.arange(n_units).mul_(n_max + 1).view(-1, 1),
+            weight=torch.from_numpy(weight),
             fixed=fixed,
             num_sends=layer.num_sends,
             saturation=saturation,
             base=base,
+            tables=(sigma, *fixed.tables),
         )
 
     def _peak_loads(
@@ -373,12 +375,16 @@ class EmulatorBackend(AnalogBackend):
         layer: AnalogLayer,
         layout: ChunkLayout,
         fixed: _FixedPattern,
-        charges: torch.Tensor,
-        charge: torch.Tensor,
+        charges: np.ndarray,
+        charge: np.ndarray,
         previous: _EmulatedLayer | None,
+        base: _PeakBase | None,
+        drift: float,
     ) -> tuple[torch.Tensor | None, _PeakBase | None]:
         """The peak window loads ``(2, R, C)`` if some input can pass the synaptic linear
-        load (else None), and what bounds the loads of the next version.
+        load (else None), and what bounds the loads of the next version; ``base``: the
+        bound of an earlier version of the same layout and ``num_sends`` (or None), ``drift``
+        the largest change of one charge since.
 
         A window's load changes by at most its length (in event slots) times the largest
         change of one charge. When the weights of a layer change (fine-tuning), the peak
@@ -387,80 +393,53 @@ class EmulatorBackend(AnalogBackend):
         version stores nothing (a layer that never changes costs no extra memory).
         """
         chip = self.chip
-        operator, length = fixed.window_operators.get(layer.num_sends, (None, 0.0))
-        if operator is None:
-            operator = window_operator(layout, self._window, layer.num_sends)
-            length = float(operator.sum(2).max()) if operator.numel() else 0.0
-            fixed.window_operators[layer.num_sends] = (operator, length)
+        plan_length = fixed.window_plans.get(layer.num_sends)
+        if plan_length is None:
+            plan_length = window_plan(layout, self._window, layer.num_sends)
+            fixed.window_plans[layer.num_sends] = plan_length
+        plan, length = plan_length
         limit = chip.analog.synin_linear_load / chip.input_max  # per unit input
-        base = previous.base if previous is not None else None
-        if base is not None and previous.fixed is fixed and previous.num_sends == layer.num_sends:
-            drift = float((charge - base.charge).abs_().max())
-            if (base.peak_max + length * drift) * _BOUND_MARGIN <= limit:
-                return None, base
-        peak = _peak_window_load(charges, layout, operator=operator)
-        peak_max = float(peak.max()) if peak.numel() else 0.0
+        if base is not None and (base.peak_max + length * drift) * _BOUND_MARGIN <= limit:
+            return None, base
+        peak = _peak_window_load(charges, layout, plan)
+        peak_max = float(peak.max()) if peak.size else 0.0
         if peak_max > limit:
-            return peak, None
+            return torch.from_numpy(peak), None
         return None, (_PeakBase(charge, peak_max) if previous is not None else None)
 
 
-def _knee_loss(excess: torch.Tensor, headroom: float) -> torch.Tensor:
-    """What the rational knee removes from a value ``excess`` beyond its linear limit.
+def window_plan(layout: ChunkLayout, window: float, num_sends: int) -> tuple[np.ndarray, float]:
+    """Where the busiest windows of ``window`` event slots fall in each run, for
+    :func:`~anacc.runtime.backends.readout.peak_windows`; and the longest window (in slots).
 
-    The knee maps ``limit + e`` to ``limit + headroom * e / (headroom + e)``: slope 1 at the
-    limit, approaching ``limit + headroom``; the difference is ``e**2 / (headroom + e)``.
+    ``(R, 5)`` float64 per run: ``(rows, periods, whole, frac, wraps)``. The event train of a
+    run is the chunk's rows (in ``layout.time_order``) repeated ``num_sends`` times, with
+    silence before it. The busiest window ends in the last send: it holds ``periods`` whole
+    repetitions and a partial window of ``whole`` slots ending at one of its slots plus
+    ``frac`` of the slot before them, which reaches into the send before if there is one left
+    before the whole periods (``wraps``), else into the silence.
     """
-    return excess.square() / (excess + headroom)
-
-
-def window_operator(layout: ChunkLayout, window: float, num_sends: int) -> torch.Tensor:
-    """The windows of ``window`` event slots as weights on a chunk's positions, per run.
-
-    ``(R, n_max, n_max)``: entry ``[r, j, i]`` is how much of position ``i``'s charge falls
-    into the window that ends with the ``j``-th event of run ``r``'s last send. Events arrive
-    in ``layout.time_order`` and the event train of a run is the chunk's rows repeated
-    ``num_sends`` times, with silence before it. The busiest window ends in the last send: it
-    holds ``periods`` whole repetitions and a partial window ending at one of its slots,
-    which reaches into the send before if there is one left before the whole periods (else
-    into the silence). A fractional window counts its oldest slot partly.
-    """
-    n_chunks, n_max = layout.n_chunks, layout.n_max
-    operator = np.zeros((n_chunks, n_max, n_max))
-    time_order = layout.time_order.numpy()
+    plan = np.zeros((layout.n_chunks, 5))
+    longest = 0.0
     for r, (start, stop) in enumerate(layout.row_chunks):
         rows = stop - start
         length = min(window, float(num_sends * rows))
         periods = int(length // rows)
         partial = length - periods * rows
         whole = int(partial)
-        wraps = periods + 1 < num_sends
-        coef = np.full((rows, rows), float(periods))  # [end slot, slot], both in time order
-        ends = np.arange(rows)
-        # the partial window: ``whole`` slots ending at ``end``, then a fraction of one more
-        for back in range(whole + 1):
-            share = 1.0 if back < whole else partial - whole
-            slots = ends - back
-            keep = (slots >= 0) | wraps
-            coef[ends[keep], slots[keep] % rows] += share
-        operator[r, :rows][:, time_order[r, :rows]] = coef  # columns: positions, not slots
-    return torch.from_numpy(operator.astype(np.float32))
+        plan[r] = (rows, periods, whole, partial - whole, periods + 1 < num_sends)
+        longest = max(longest, length)
+    return plan, longest
 
 
-def _peak_window_load(
-    charges: torch.Tensor,
-    layout: ChunkLayout,
-    window: float | None = None,
-    num_sends: int | None = None,
-    operator: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Largest sum of event charges inside a window of ``window`` event slots, per column.
+def _peak_window_load(charges: np.ndarray, layout: ChunkLayout, plan: np.ndarray) -> np.ndarray:
+    """Largest sum of event charges inside a window, per column (see :func:`window_plan`).
 
     ``charges`` is ``(P, R, n_max, C)`` in the layout's row order (non-negative); the result
-    is ``(P, R, C)``. Give ``operator`` (:func:`window_operator`) or ``window`` and
-    ``num_sends``.
+    is ``(P, R, C)``.
     """
-    if operator is None:
-        assert window is not None and num_sends is not None
-        operator = window_operator(layout, window, num_sends)
-    return torch.matmul(operator, charges).amax(2)
+    parts, runs, _, columns = charges.shape
+    peak = np.empty((parts, runs, columns), np.float32)
+    order = layout.time_order.numpy().astype(np.int64, copy=False)
+    readout.peak_windows(np.ascontiguousarray(charges, np.float32), order, plan, peak)
+    return peak

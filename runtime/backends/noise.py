@@ -84,6 +84,7 @@ class NormalSource:
 
     def __init__(self) -> None:
         self.table = central_table()
+        self.table_values = self.table.numpy()  # the same memory, for compiled loops
         self._index = torch.empty(0, dtype=torch.int32)
         self._bits = np.random.SFC64(0)
 

@@ -201,35 +201,59 @@ def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
 
 @njit(**_JIT)
 def derive_charges(
-    weight_q, synapse, neuron_gain, factors, weight2, charges, charge, weight, variance
+    weight_q, gather, synapse, neuron_gain, factors, weight2, charges, charge, weight, sigma, before
 ):  # pragma: no cover - compiled
-    """A layer version's charges in one pass over its chunked integer weights ``weight_q``
-    ``(R, n, C)``, each element once, in the torch form's float32 operations:
+    """A layer version's charges in one pass over its integer weights ``weight_q`` ``(in,
+    C)``, chunked by ``gather`` ``(R, n)`` (the weight row of each position; ``in`` on
+    padding, a zero weight), each element once, in the torch form's float32 operations:
 
     - ``charges`` ``(2, R, n, C)``: ``max(w, 0)`` and ``-min(w, 0)``, times ``synapse`` (the
       synapse gains of the + and - rows);
     - ``charge`` ``(R, n, C)``: the signed charge ``charges[0] - charges[1]``;
     - ``weight`` ``(R, n, Cp)``: ``charge * (neuron_gain * factors[0])``, zero beyond ``C``;
-    - ``variance`` ``(R, C)``: ``(sum_k w**2 * weight2[r] + factors[1]) * factors[2]``.
+    - ``sigma`` ``(R * (n + 1), Cp)``: row ``r * (n + 1) + a`` holds the noise sigma of run
+      ``r`` with ``a`` active inputs, ``sqrt(factors[3] + a * variance)``, ``variance =
+      (sum_k w**2 * weight2[r] + factors[1]) * factors[2]``; zero beyond ``C``.
 
-    ``factors``: float32 ``(gain per send x num_sends, per-event variance, num_sends)``.
+    ``factors``: float32 ``(gain per send x num_sends, per-event variance, num_sends,
+    readout variance)``. Returns the largest ``|charge - before|`` (float32), ``before`` an
+    earlier version's signed charge, or 0.0 when ``before`` is empty.
     """
-    runs, n, width = weight_q.shape
+    runs, n = gather.shape
+    rows, width = weight_q.shape
     if synapse.shape != (2, runs, n, width) or charges.shape != synapse.shape:
         raise ValueError("derive: the synapse gains or charges do not match the weights")
-    if charge.shape != weight_q.shape or weight.shape[:2] != (runs, n) or weight.shape[2] < width:
+    if charge.shape != (runs, n, width) or weight.shape[:2] != (runs, n) or weight.shape[2] < width:
         raise ValueError("derive: the charge or weight buffers do not match the weights")
-    if neuron_gain.shape != (runs, width) or variance.shape != (runs, width) or weight2.size < runs:
+    if sigma.shape != (runs * (n + 1), weight.shape[2]):
+        raise ValueError("derive: the sigma table does not match the weights")
+    if neuron_gain.shape != (runs, width) or weight2.size < runs or factors.size < 4:
         raise ValueError("derive: the neuron tables do not match the weights")
+    compare = before.size > 0
+    if compare and before.shape != charge.shape:
+        raise ValueError("derive: the earlier charges do not match the weights")
+    drift = np.float32(0.0)
+    for r in range(runs):
+        for k in range(n):
+            if gather[r, k] < 0 or gather[r, k] > rows:
+                raise ValueError("derive: a position's weight row lies outside the weights")
     gain = np.empty(width, np.float32)
     square = np.empty(width, np.float32)
+    variance = np.empty(width, np.float32)
+    w = np.empty(width, np.float32)
     zero = np.float32(0.0)
     for r in range(runs):
         for c in range(width):
             gain[c] = neuron_gain[r, c] * factors[0]
             square[c] = zero
         for k in range(n):
-            w = weight_q[r, k]
+            row = gather[r, k]
+            if row < rows:
+                for c in range(width):
+                    w[c] = np.float32(weight_q[row, c])
+            else:
+                for c in range(width):
+                    w[c] = zero
             s0, s1 = synapse[0, r, k], synapse[1, r, k]
             p, m, q, out = charges[0, r, k], charges[1, r, k], charge[r, k], weight[r, k]
             for c in range(width):
@@ -238,7 +262,150 @@ def derive_charges(
                 q[c] = p[c] - m[c]
                 out[c] = q[c] * gain[c]
                 square[c] += w[c] * w[c]
+            if compare:
+                old = before[r, k]
+                for c in range(width):
+                    drift = max(drift, abs(q[c] - old[c]))
             for c in range(width, out.size):
                 out[c] = zero
         for c in range(width):
-            variance[r, c] = (square[c] * weight2[r] + factors[1]) * factors[2]
+            variance[c] = (square[c] * weight2[r] + factors[1]) * factors[2]
+        for a in range(n + 1):
+            line = sigma[r * (n + 1) + a]
+            active = np.float32(a)
+            for c in range(width):
+                line[c] = np.sqrt(factors[3] + active * variance[c])
+            for c in range(width, line.size):
+                line[c] = zero
+    return drift
+
+
+@njit(**_JIT)
+def peak_windows(charges, time_order, plan, out):  # pragma: no cover - compiled
+    """The largest charge inside a window of event slots, per part, run and column:
+    ``out[p, r, c]`` = max over the window's last event ``e`` of ``periods * total + (the
+    charges of the ``whole`` slots ending at ``e``) + frac * (the charge of the slot before
+    them)``, ``total`` the run's whole charge; a window reaches back across the start of the
+    send into the repetition before it when ``wraps`` (else into silence).
+
+    ``charges`` ``(P, R, n, C)``, non-negative, positions in the layout's row order;
+    ``time_order`` ``(R, n)``: the positions in event order; ``plan`` ``(R, 5)`` float64 per
+    run: ``(rows, periods, whole, frac, wraps)`` (:func:`~anacc.runtime.backends.emulator.
+    window_plan`). Sums run in float64 as a sliding window (add the newest slot, drop the
+    oldest): linear in the run's length, whatever the window.
+    """
+    parts, runs, n, width = charges.shape
+    if out.shape != (parts, runs, width) or time_order.shape != (runs, n):
+        raise ValueError("peak windows: the output or the event order does not match")
+    if plan.shape != (runs, 5):
+        raise ValueError("peak windows: the plan does not match the runs")
+    for r in range(runs):
+        rows, whole = int(plan[r, 0]), int(plan[r, 2])
+        if rows < 1 or rows > n or whole < 0 or whole >= rows:
+            raise ValueError("peak windows: a run's window does not fit its rows")
+        for k in range(rows):
+            if time_order[r, k] < 0 or time_order[r, k] >= n:
+                raise ValueError("peak windows: an event position lies outside the run")
+    base = np.empty(width, np.float64)
+    acc = np.empty(width, np.float64)
+    best = np.empty(width, np.float64)
+    for p in range(parts):
+        for r in range(runs):
+            rows, periods, whole = int(plan[r, 0]), plan[r, 1], int(plan[r, 2])
+            frac, wraps = plan[r, 3], plan[r, 4] != 0.0
+            seq, order = charges[p, r], time_order[r]
+            for c in range(width):
+                base[c] = 0.0
+                acc[c] = 0.0
+                best[c] = 0.0  # padded window ends hold nothing
+            for k in range(rows):
+                x = seq[order[k]]
+                for c in range(width):
+                    base[c] += x[c]
+            for c in range(width):
+                base[c] *= periods
+            if wraps:  # the window that ends just before the first slot
+                for k in range(rows - whole, rows):
+                    x = seq[order[k]]
+                    for c in range(width):
+                        acc[c] += x[c]
+            for e in range(rows):
+                x = seq[order[e]]
+                for c in range(width):
+                    acc[c] += x[c]
+                j = e - whole  # the slot before the whole ones: it leaves, and counts frac
+                if j >= 0 or wraps:
+                    y = seq[order[j % rows]]
+                    for c in range(width):
+                        acc[c] -= y[c]
+                        best[c] = max(best[c], base[c] + acc[c] + frac * y[c])
+                else:
+                    for c in range(width):
+                        best[c] = max(best[c], base[c] + acc[c])
+            for c in range(width):
+                out[p, r, c] = best[c]
+
+
+@njit(**_JIT)
+def saturating_columns(xc, peak_load, spread_load, factors):  # pragma: no cover - compiled
+    """The columns whose synaptic input load may pass its linear range in this call, sorted:
+    where, in some part and run, ``min(factors[0] * peak_load, largest * spread_load)``
+    exceeds ``factors[1]`` (the linear load), ``largest`` being the run's largest sum of
+    inputs over the batch (a sum of small integers: exact in float32 in any order).
+
+    ``xc`` ``(R, B, n)``; ``peak_load``, ``spread_load`` ``(2, R, C)``; ``factors`` float32
+    ``(input_max, linear load)``.
+    """
+    runs, batch, n = xc.shape
+    parts, _, width = peak_load.shape
+    if peak_load.shape[1] != runs or spread_load.shape != peak_load.shape:
+        raise ValueError("saturation: the load tables do not match the runs")
+    largest = np.zeros(runs, np.float32)
+    for r in range(runs):
+        for b in range(batch):
+            total = np.float32(0.0)
+            for k in range(n):
+                total += xc[r, b, k]
+            largest[r] = max(largest[r], total)
+    hit = np.zeros(width, np.bool_)
+    for p in range(parts):
+        for r in range(runs):
+            for c in range(width):
+                bound = min(factors[0] * peak_load[p, r, c], largest[r] * spread_load[p, r, c])
+                hit[c] |= bound > factors[1]
+    return np.nonzero(hit)[0]
+
+
+@njit(**_JIT)
+def saturation_loss(cols, charge, kappa, inv_kappa, headroom, lost):  # pragma: no cover
+    """What the knee of the synaptic input takes from the charge of the columns ``cols``:
+    ``lost[b, r, j]`` (float32) for column ``cols[j]``, in the torch form's float32 operations.
+
+    ``charge`` ``(R, B, 2k)``: the signed charge of the columns, then their total (the sum
+    of both parts' magnitudes); ``kappa``, ``inv_kappa`` ``(2, R, C)``: a part's load per
+    unit of charge over the linear load, and its inverse. A part's charge is ``(total +-
+    signed) / 2``, its excess ``e = max(charge * kappa - 1, 0)``, and it loses ``e**2 / (e +
+    headroom) / kappa``; the loss is the excitatory part's minus the inhibitory part's.
+    """
+    runs, batch, double = charge.shape
+    k = cols.size
+    if double != 2 * k or lost.shape != (batch, runs, k):
+        raise ValueError("saturation: the charges or the loss do not match the columns")
+    if kappa.shape[:2] != (2, runs) or inv_kappa.shape != kappa.shape:
+        raise ValueError("saturation: the kappa tables do not match the runs")
+    for j in range(k):
+        if cols[j] < 0 or cols[j] >= kappa.shape[2]:
+            raise ValueError("saturation: a column lies outside the kappa tables")
+    half, one, zero = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+    room = np.float32(headroom)
+    for r in range(runs):
+        for b in range(batch):
+            line = charge[r, b]
+            for j in range(k):
+                c = cols[j]
+                signed, total = line[j], line[k + j]
+                e = max((total + signed) * half * kappa[0, r, c] - one, zero)
+                i = max((total - signed) * half * kappa[1, r, c] - one, zero)
+                excitatory = e * e / (e + room) * inv_kappa[0, r, c]
+                inhibitory = i * i / (i + room) * inv_kappa[1, r, c]
+                lost[b, r, j] = excitatory - inhibitory
