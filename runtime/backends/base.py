@@ -48,6 +48,7 @@ class Backend(ABC):
         self.chip = chip
         self.profile = profile
         self.profiler: Profiler | None = None
+        self._gain_per_send = profile.gain_per_send  # the profile is immutable
 
     def reset_noise(self) -> None:  # noqa: B027 - deterministic backends have nothing to reset
         """Start the trial-to-trial noise sequence again (backends with noise)."""
@@ -55,7 +56,7 @@ class Backend(ABC):
     @property
     def gain_per_send(self) -> float:
         """The nominal gain per send of the profile (ADC LSB per unit of input x weight)."""
-        return self.profile.gain_per_send
+        return self._gain_per_send
 
     def linear(self, layer: AnalogLayer, x: torch.Tensor) -> torch.Tensor:
         """Float ``(B, in_features)`` -> float ``(B, out_features)``: estimate of ``x @ W``."""

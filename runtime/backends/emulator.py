@@ -117,7 +117,7 @@ class _Saturation:
 class _FixedPattern:
     """What a layer's layout picks out of the chip instance; built once per layout."""
 
-    neuron_gain: torch.Tensor  # (R, 1, C)
+    gains: np.ndarray  # (R, C): the gain of each column's neuron
     weight2_per_row: np.ndarray  # (R,): noise per_event_weight2 / rows of the run
     gather: np.ndarray  # (R, n_max) int64: the weight row of each position (in_features: none)
     # what the readout reads: sigma_row (R,) int64, run r's first row in the sigma table (r *
@@ -276,7 +276,7 @@ class EmulatorBackend(AnalogBackend):
 
         weight2 = self._noise_terms.per_event_weight2 / layout.chunk_rows.to(torch.float32)
         return _FixedPattern(
-            neuron_gain=inst.neuron_gain[half, neuron].unsqueeze(1),
+            gains=inst.neuron_gain[half, neuron].numpy(),
             weight2_per_row=weight2.numpy(),
             gather=np.ascontiguousarray(layout.gather.numpy(), dtype=np.int64),
             tables=(
@@ -334,7 +334,7 @@ class EmulatorBackend(AnalogBackend):
             np.ascontiguousarray(layer.weight_q),
             fixed.gather,
             synapse,
-            fixed.neuron_gain.view(n_units, columns).numpy(),
+            fixed.gains,
             factors,
             fixed.weight2_per_row,
             charges,
@@ -345,21 +345,18 @@ class EmulatorBackend(AnalogBackend):
         )
         peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous, base, drift)
         saturation = None
-        chip = self.chip
         if peak is not None:
-            gain = fixed.neuron_gain * (self.gain_per_send * layer.num_sends)  # (R, 1, C)
-            charges_t = torch.from_numpy(charges)
-            total = charges_t.sum(2)
-            rho = torch.where(total > 0, peak / total.clamp_min(1e-30), torch.zeros_like(total))
-            kappa = rho / (chip.analog.synin_linear_load * gain.squeeze(1))
-            inv_kappa = torch.where(
-                kappa > 0, 1.0 / kappa.clamp_min(1e-30), torch.zeros_like(kappa)
+            total = torch.from_numpy(charges).sum(2).numpy()  # torch's summation order
+            kappa, inv_kappa, spread = (np.empty_like(peak) for _ in range(3))
+            factors = np.array(
+                [self.gain_per_send * layer.num_sends, self.chip.analog.synin_linear_load],
+                dtype=np.float32,
+            )
+            readout.saturation_terms(
+                peak, total, charges, fixed.gains, factors, kappa, inv_kappa, spread
             )
             saturation = _Saturation(
-                peak_load=peak.numpy(),
-                spread_load=(rho * charges_t.amax(2)).numpy(),
-                kappa=kappa.numpy(),
-                inv_kappa=inv_kappa.numpy(),
+                peak_load=peak, spread_load=spread, kappa=kappa, inv_kappa=inv_kappa
             )
         return _EmulatedLayer(
             weight=torch.from_numpy(weight),
@@ -380,7 +377,7 @@ class EmulatorBackend(AnalogBackend):
         previous: _EmulatedLayer | None,
         base: _PeakBase | None,
         drift: float,
-    ) -> tuple[torch.Tensor | None, _PeakBase | None]:
+    ) -> tuple[np.ndarray | None, _PeakBase | None]:
         """The peak window loads ``(2, R, C)`` if some input can pass the synaptic linear
         load (else None), and what bounds the loads of the next version; ``base``: the
         bound of an earlier version of the same layout and ``num_sends`` (or None), ``drift``
@@ -404,7 +401,7 @@ class EmulatorBackend(AnalogBackend):
         peak = _peak_window_load(charges, layout, plan)
         peak_max = float(peak.max()) if peak.size else 0.0
         if peak_max > limit:
-            return torch.from_numpy(peak), None
+            return peak, None
         return None, (_PeakBase(charge, peak_max) if previous is not None else None)
 
 

@@ -55,6 +55,29 @@ def sfc64(state: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - com
     state[0], state[1], state[2], state[3] = a, b, c, count
 
 
+@njit(cache=True, nogil=True)
+def _splitmix(state, word):  # pragma: no cover - compiled
+    state = (state ^ word) + _U64(0x9E3779B97F4A7C15)
+    state = (state ^ (state >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    state = (state ^ (state >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return state ^ (state >> _U64(31))
+
+
+@njit(cache=True, nogil=True)
+def seeded_words(seed, count, warmup):  # pragma: no cover - compiled
+    """SFC64 set from the 64-bit ``seed`` (``a, b, c = derived_seed(seed, k)`` for ``k = 1,
+    2, 3``, counter 1), ``warmup`` outputs discarded, then ``count`` words: ``(words,
+    state)``, ``state`` where the generator stands after them."""
+    state = np.empty(4, np.uint64)
+    for k in range(3):
+        state[k] = _splitmix(_splitmix(_U64(0), seed), _U64(k + 1))
+    state[3] = _U64(1)
+    sfc64(state, np.empty(warmup, np.uint64))
+    words = np.empty(count, np.uint64)
+    sfc64(state, words)
+    return words, state
+
+
 def derived_seed(*words: int) -> int:
     """A 64-bit seed mixed from ``words`` with splitmix64 steps (cheap: one per call)."""
     state = 0
@@ -87,6 +110,7 @@ class NormalSource:
         self.table_values = self.table.numpy()  # the same memory, for compiled loops
         self._index = torch.empty(0, dtype=torch.int32)
         self._bits = np.random.SFC64(0)
+        self._rng = np.random.Generator(self._bits)  # follows the state set into _bits
 
     def parts(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``n`` standard normals of ``seed`` before the lookup: ``(bits, where,
@@ -94,17 +118,14 @@ class NormalSource:
         positions ``where``, which hold the tail values ``values`` (float32)."""
         # SFC64's state set from the seed (faster than numpy's SeedSequence), its warm-up,
         # then the words; the tails continue the same generator
-        state = np.array([derived_seed(seed, k) for k in (1, 2, 3)] + [1], dtype=np.uint64)
-        sfc64(state, np.empty(_WARMUP, dtype=np.uint64))
-        words = np.empty(-(-n // 4), dtype=np.uint64)
-        sfc64(state, words)
+        words, state = seeded_words(_U64(seed), -(-n // 4), _WARMUP)
         self._bits.state = {
             "bit_generator": "SFC64",
             "state": {"state": state},
             "has_uint32": 0,
             "uinteger": 0,
         }
-        where, values = self._tails(n, np.random.Generator(self._bits))
+        where, values = self._tails(n, self._rng)
         return words.view(np.uint16)[:n], where, values
 
     def fill(self, out: torch.Tensor, seed: int) -> torch.Tensor:

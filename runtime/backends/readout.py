@@ -409,3 +409,44 @@ def saturation_loss(cols, charge, kappa, inv_kappa, headroom, lost):  # pragma: 
                 excitatory = e * e / (e + room) * inv_kappa[0, r, c]
                 inhibitory = i * i / (i + room) * inv_kappa[1, r, c]
                 lost[b, r, j] = excitatory - inhibitory
+
+
+@njit(**_JIT)
+def saturation_terms(
+    peak, total, charges, neuron_gain, factors, kappa, inv_kappa, spread
+):  # pragma: no cover - compiled
+    """What the dynamic saturation needs per part, run and column, from a version's peak
+    window loads ``peak`` ``(2, R, C)``, its total charges ``total`` (``charges`` summed over
+    the positions) and its charges ``(2, R, n, C)``, in the torch form's float32 operations:
+
+    - ``rho = peak / max(total, 1e-30)`` (0 where ``total`` is 0): the share of a column's
+      charge inside its heaviest window;
+    - ``kappa = rho / (factors[1] * (neuron_gain * factors[0]))`` (``factors``: float32 gain
+      per send x num_sends, linear load) and ``inv_kappa = 1 / max(kappa, 1e-30)`` (0 where
+      ``kappa`` is 0);
+    - ``spread = rho * (the largest charge of the column)``.
+    """
+    parts, runs, n, width = charges.shape
+    if peak.shape != (parts, runs, width) or total.shape != peak.shape:
+        raise ValueError("saturation terms: the peak loads or totals do not match the charges")
+    if kappa.shape != peak.shape or inv_kappa.shape != peak.shape or spread.shape != peak.shape:
+        raise ValueError("saturation terms: the outputs do not match the charges")
+    if neuron_gain.shape != (runs, width):
+        raise ValueError("saturation terms: the neuron gains do not match the charges")
+    tiny, zero, one = np.float32(1e-30), np.float32(0.0), np.float32(1.0)
+    largest = np.empty(width, np.float32)
+    for p in range(parts):
+        for r in range(runs):
+            for c in range(width):
+                largest[c] = charges[p, r, 0, c]
+            for k in range(1, n):
+                row = charges[p, r, k]
+                for c in range(width):
+                    largest[c] = max(largest[c], row[c])
+            for c in range(width):
+                t = total[p, r, c]
+                rho = peak[p, r, c] / max(t, tiny) if t > zero else zero
+                k = rho / (factors[1] * (neuron_gain[r, c] * factors[0]))
+                kappa[p, r, c] = k
+                inv_kappa[p, r, c] = one / max(k, tiny) if k > zero else zero
+                spread[p, r, c] = rho * largest[c]
