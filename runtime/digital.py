@@ -36,6 +36,10 @@ def _session(proto: onnx.ModelProto, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # no busy-waiting after a run: every digital step has a session, each with its own pool,
+    # and a spinning worker would hold the core that torch's threads need for the analog
+    # step that follows (with 2 threads, layers ran up to 25x slower)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

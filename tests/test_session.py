@@ -134,3 +134,17 @@ def test_run_profile_prints_steps_kinds_and_memory(cnn, tmp_path):
     profile = json.loads(res.output.strip().splitlines()[-1])["profile"]
     assert {s["name"] for s in profile["steps"]} >= {s.name for s in cnn.steps}
     assert set(profile["kinds"]) == {*KINDS, OTHER}
+
+
+def test_digital_sessions_do_not_busy_wait(cnn):
+    """Every digital step's onnxruntime session runs without spinning workers: a spinning
+    pool holds a core that torch's threads need for the next analog step (with two threads
+    the emulator ran several times slower)."""
+    from anacc.runtime.digital import OrtRegions
+
+    regions = OrtRegions(cnn, threads=2)
+    assert regions._sessions
+    for session in regions._sessions.values():
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.intra_op_num_threads == 2
