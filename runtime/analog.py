@@ -212,8 +212,6 @@ def analog_forward(
     chip = backend.chip
     bounds = extremes(layer, x)
     enc = input_encoding(layer, chip.input_max, bounds)
-    stacked = encode(x, layer.signed, enc, chip.input_max)
-    parts = [stacked[: len(x)], stacked[len(x) :]] if layer.signed == "split" else [stacked]
     pad = zero_code(layer.signed, enc, chip.input_max)
     if clip is not None or trace is not None:
         copies = None
@@ -240,11 +238,15 @@ def analog_forward(
     # dense layers sum their reads straight into the output's rows; a convolution's rows are
     # folded into its channel-major blocks
     rows_out = out.view(-1, out_features) if layer.conv is None else None
-    traced: list[list[torch.Tensor]] = [[] for _ in parts]
+    traced: list[list[torch.Tensor]] = [[] for _ in range(2 if layer.signed == "split" else 1)]
     terms = digital_terms(layer, backend.gain_per_send, enc)
     for first in range(0, samples, step):
         count = min(step, samples - first)
-        if count == samples and len(parts) == 2:  # one call for both parts of the batch
+        # the block's inputs encoded (a block at a time: the memory stays bounded)
+        stacked = encode(
+            x if count == samples else x[first : first + count], layer.signed, enc, chip.input_max
+        )
+        if count == samples and layer.signed == "split":  # both parts of the batch in one call
             rows_q = rows_of(layer, stacked, pad)
             if profiler is not None:
                 profiler.lap("encode/im2col")
@@ -253,10 +255,9 @@ def analog_forward(
             part_reads = [reads[:half], reads[half:]]
         else:
             part_reads = []
+            parts = [stacked[:count], stacked[count:]] if layer.signed == "split" else [stacked]
             for part in parts:
-                rows_q = rows_of(
-                    layer, part if count == samples else part[first : first + count], pad
-                )
+                rows_q = rows_of(layer, part, pad)
                 if profiler is not None:
                     profiler.lap("encode/im2col")
                 part_reads.append(backend.mac(layer.analog, rows_q, checked=True))

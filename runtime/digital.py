@@ -40,6 +40,9 @@ def _session(proto: onnx.ModelProto, threads: int):
     # and a spinning worker would hold the core that torch's threads need for the analog
     # step that follows (with 2 threads, layers ran up to 25x slower)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no arena: each session's arena would keep the largest tensors it ever held, and a
+    # program has a session per digital step
+    opts.enable_cpu_mem_arena = False
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

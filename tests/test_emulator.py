@@ -321,24 +321,26 @@ def test_readout_equals_the_documented_formula_on_every_read():
     layer = tiled_layer(CHIP, rng.integers(-63, 64, (256, 300)))
     layout = backend.layout(layer)
     fixed = backend._fixed_pattern(layout)
-    _, offset, high, low = fixed.tables  # (runs, width): the run buffers' width (maybe padded)
+    offset, high, low = fixed.tables  # (runs, width): the run buffers' width (maybe padded)
     runs, width = offset.shape
     # a sample-major buffer (samples, runs, columns) of charges, the runs' inputs and normals
     values = rng.normal(0, 90, (50, runs, width)).astype(np.float32)
     xc = rng.integers(0, 2, (runs, 50, layout.n_max)).astype(np.float32)
     normals = rng.standard_normal(values.shape).astype(np.float32)
-    n_max = layout.n_max
-    sigma = rng.uniform(0, 3, (runs * (n_max + 1), width)).astype(np.float32)
-    sigma_row = np.arange(runs, dtype=np.int64) * (n_max + 1)
+    # the noise variance per active input of the real columns (the padded ones get none)
+    columns = layer.out_features
+    variance = rng.uniform(0, 0.5, (runs, columns)).astype(np.float32)
     # the dynamic saturation's loss on two columns
     cols = np.array([1, 5])
     lost = rng.uniform(0, 30, (50, runs, 2)).astype(np.float32)
     out = values.copy()
-    tables = (sigma, sigma_row, offset, high, low, backend._limits)
+    tables = (variance, offset, high, low, backend._limits)
     readout.readout_normals(out, xc, normals, cols, lost, *tables)
 
     active = (xc != 0).sum(2).T  # (samples, runs)
-    s = sigma[sigma_row[None, :] + active].astype(np.float64)  # (samples, runs, width)
+    floor = float(backend._limits[3])  # the readout's own variance
+    s = np.zeros((50, runs, width))
+    s[..., :columns] = np.sqrt(floor + active[..., None] * variance[None].astype(np.float64))
     v = values + offset + normals.astype(np.float64) * s
     v[..., cols] -= lost
     headroom = CHIP.analog.saturation_headroom_lsb
@@ -417,24 +419,23 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
         readout.combine(reads, reads[:3], *terms, np.zeros((4, 1, 3), np.float32))
     xc = np.zeros((2, 4, 5), np.float32)
     table = np.zeros(2**16, np.float32)
-    sigma = np.zeros((12, 3), np.float32)
-    rows = np.array([0, 6])
+    variance = np.zeros((2, 3), np.float32)
     tables = (np.zeros((2, 3), np.float32),) * 3
-    limits = np.array([1.0, -128.0, 127.0], np.float32)
+    limits = np.array([1.0, -128.0, 127.0, 0.5], np.float32)
     empty = np.zeros(0, np.int64), np.zeros(0, np.float32)  # no tail values
     no_loss = np.zeros(0, np.int64), np.zeros((4, 2, 0), np.float32)
     short = np.zeros(23, np.uint16)
     with pytest.raises(ValueError, match="bits"):
-        args = (sigma, rows, *tables, limits)
+        args = (variance, *tables, limits)
         readout.readout_table(reads, xc, short, table, *empty, *no_loss, *args)
     bits = np.zeros(24, np.uint16)
-    with pytest.raises(ValueError, match="sigma rows"):
-        args = (sigma[:11], rows, *tables, limits)
+    with pytest.raises(ValueError, match="noise variances"):
+        args = (variance[:1], *tables, limits)
         readout.readout_table(reads, xc, bits, table, *empty, *no_loss, *args)
     with pytest.raises(ValueError, match="saturating column"):
         loss = np.array([3]), np.zeros((4, 2, 1), np.float32)
-        readout.readout_table(reads, xc, bits, table, *empty, *loss, sigma, rows, *tables, limits)
-    readout.readout_table(reads, xc, bits, table, *empty, *no_loss, sigma, rows, *tables, limits)
+        readout.readout_table(reads, xc, bits, table, *empty, *loss, variance, *tables, limits)
+    readout.readout_table(reads, xc, bits, table, *empty, *no_loss, variance, *tables, limits)
 
 
 def test_derived_charges_equal_the_formulas():
@@ -448,13 +449,13 @@ def test_derived_charges_equal_the_formulas():
     gather[gather > rows] = rows
     synapse = rng.uniform(0.8, 1.2, (2, runs, n, width)).astype(np.float32)
     neuron_gain = rng.uniform(0.9, 1.1, (runs, width)).astype(np.float32)
-    factors = np.array([0.004 * 3, 0.25, 3, 0.5], np.float32)
+    factors = np.array([0.004 * 3, 0.25, 3], np.float32)
     weight2 = rng.uniform(0, 1e-3, runs).astype(np.float32)
     charges = np.empty((2, runs, n, width), np.float32)
     charge = np.empty((runs, n, width), np.float32)
     weight = np.full((runs, n, padded), np.nan, np.float32)
-    sigma = np.full((runs * (n + 1), padded), np.nan, np.float32)
-    out = (charges, charge, weight, sigma)
+    variance = np.full((runs, width), np.nan, np.float32)
+    out = (charges, charge, weight, variance)
     tables = (synapse, neuron_gain, factors, weight2)
     assert readout.derive_charges(weights, gather, *tables, *out, np.zeros((0, 0, 0))) == 0.0
 
@@ -466,11 +467,8 @@ def test_derived_charges_equal_the_formulas():
     gain = neuron_gain[:, None, :] * float(factors[0])
     np.testing.assert_allclose(weight[..., :width], (plus - minus) * gain, rtol=1e-5, atol=1e-6)
     assert np.all(weight[..., width:] == 0)
-    variance = ((w * w).sum(1) * weight2[:, None] + 0.25) * 3  # (runs, width)
-    active = np.arange(n + 1).reshape(1, -1, 1)
-    expected = np.sqrt(0.5 + active * variance[:, None, :]).reshape(-1, width)
-    np.testing.assert_allclose(sigma[:, :width], expected, rtol=1e-6)
-    assert np.all(sigma[:, width:] == 0)
+    expected = ((w * w).sum(1) * weight2[:, None] + 0.25) * 3  # (runs, width)
+    np.testing.assert_allclose(variance, expected, rtol=1e-6)
     # against an earlier version's charges: the largest change of one charge
     before = charge + rng.normal(0, 1, charge.shape).astype(np.float32)
     drift = readout.derive_charges(weights, gather, *tables, *out, before)
@@ -524,3 +522,26 @@ def test_saturating_columns_are_those_whose_bound_passes_the_linear_load():
     expected = np.nonzero((bound > 20.0).any(axis=(0, 1)))[0]
     assert 0 < expected.size < 12
     np.testing.assert_array_equal(found, expected)
+
+
+def test_synapse_gains_are_those_of_each_positions_physical_rows():
+    """Position ``k`` of column ``c`` in run ``r`` sits on row pair ``row_base + slot``; its
+    - part on the pair's first row, its + part on the last (indexing the instance's table
+    directly, in float64-free integer arithmetic)."""
+    backend = emulator("default", seed=5)
+    rng = np.random.default_rng(5)
+    bounds = [(0, 70), (70, 128)]
+    slots = np.concatenate([rng.permutation(b - a) for a, b in bounds])
+    layer = tiled_layer(CHIP, rng.integers(-63, 64, (128, 40)), row_bounds=bounds, row_slot=slots)
+    layout = backend.layout(layer)
+    gains = backend._synapse_gains(layout)  # (2, R, n, C)
+    table = backend.instance.synapse_gain.numpy()
+    pair = CHIP.rows_per_signed_weight
+    half, neuron = layout.half.numpy(), layout.neuron.numpy()
+    base, slot = layout.row_base.numpy(), layout.slot.numpy()
+    for r in range(layout.n_chunks):
+        for k in range(layout.n_max):
+            row = pair * (slot[r, k] + base[r])  # (C,)
+            np.testing.assert_array_equal(gains[1, r, k], table[half[r], row, neuron[r]])
+            np.testing.assert_array_equal(gains[0, r, k], table[half[r], row + pair - 1, neuron[r]])
+    assert not np.array_equal(gains[0], gains[1])

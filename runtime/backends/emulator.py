@@ -25,8 +25,10 @@ Everything runs as one batched computation over all row chunks and the whole bat
 matmul for the charges, then the readout (noise, offset, saturation, ADC) in one compiled pass
 over the reads (:mod:`~anacc.runtime.backends.readout`). What a
 layer's layout picks out of the chip instance is built once per layout; the tensors derived
-from the weights (effective weights, the noise sigma per number of active inputs, peak window
-loads) once per layer version.
+from the weights (effective weights, the noise variance per active input, peak window loads)
+once per layer version. The readout turns a run's variance into the sigma for its number of
+active inputs the first time a call meets that number (a table the size of the weights, kept
+per layer, would cost as much memory as the effective weights).
 """
 
 from __future__ import annotations
@@ -120,8 +122,7 @@ class _FixedPattern:
     gains: np.ndarray  # (R, C): the gain of each column's neuron
     weight2_per_row: np.ndarray  # (R,): noise per_event_weight2 / rows of the run
     gather: np.ndarray  # (R, n_max) int64: the weight row of each position (in_features: none)
-    # what the readout reads: sigma_row (R,) int64, run r's first row in the sigma table (r *
-    # (n_max + 1)); then the neurons' offset, saturation_high and saturation_low (R, Cp),
+    # what the readout reads: the neurons' offset, saturation_high and saturation_low (R, Cp),
     # padded to the run buffers' width (padded_columns): offset 0, limits that a padded read
     # (always 0) stays inside
     tables: tuple[np.ndarray, ...]
@@ -151,9 +152,9 @@ class _EmulatedLayer:
     # None unless some input can pass the synaptic linear load
     saturation: _Saturation | None
     base: _PeakBase | None  # bounds the peak loads of the next version
-    # what the readout reads: sigma (R * (n_max + 1), Cp), whose row r * (n_max + 1) + n
-    # holds the noise sigma of run r's columns when n of its inputs are active; then the
-    # fixed pattern's tables
+    # what the readout reads: the noise variance per active input (R, C) (the readout
+    # takes the sigma for a run's number of active inputs from it), then the fixed
+    # pattern's tables
     tables: tuple[np.ndarray, ...]
 
 
@@ -171,7 +172,10 @@ class EmulatorBackend(AnalogBackend):
         self.fast_noise = fast_noise
         self._normals = NormalSource()
         a = chip.analog
-        self._limits = np.array([a.saturation_headroom_lsb, chip.adc_min, chip.adc_max], np.float32)
+        self._limits = np.array(
+            [a.saturation_headroom_lsb, chip.adc_min, chip.adc_max, profile.noise_terms.readout],
+            np.float32,
+        )
         self._runs = 0
         self._derived = LayerCache()
         self._noise_terms = profile.noise_terms
@@ -254,15 +258,25 @@ class EmulatorBackend(AnalogBackend):
         readout.saturation_loss(found, charge.numpy(), d.kappa, d.inv_kappa, headroom, lost)
         return found, lost
 
-    def _synapse_gains(self, layout: ChunkLayout) -> torch.Tensor:
+    def _synapse_gains(self, layout: ChunkLayout) -> np.ndarray:
         """``(2, R, n_max, C)``: the synapse gain of the (+, -) row of each position."""
         chip = self.chip
-        # positive part on the last row of the slot's pair, negative part on the first
-        slot = layout.slot.unsqueeze(2) + layout.row_base.unsqueeze(1)  # (U, n_max, C)
-        row = chip.rows_per_signed_weight * slot
-        row = torch.stack([row + chip.rows_per_signed_weight - 1, row])
-        physical = (layout.half.unsqueeze(1) * chip.rows_per_half + row) * chip.columns_per_half
-        return self.instance.synapse_gain.reshape(-1).take(physical + layout.neuron.unsqueeze(1))
+        table = self.instance.synapse_gain  # (halves, rows_per_half, columns_per_half)
+        row_size = chip.columns_per_half
+        pair = chip.rows_per_signed_weight
+        # the flat index of row pair_rows * row_base of each column's half and neuron
+        column_base = (
+            layout.half * chip.rows_per_half + pair * layout.row_base
+        ) * row_size + layout.neuron
+        out = np.empty((2, layout.n_chunks, layout.n_max, layout.out_features), np.float32)
+        readout.synapse_gains(
+            table.numpy().reshape(-1),
+            np.ascontiguousarray(column_base.numpy(), dtype=np.int64),
+            np.ascontiguousarray(layout.slot.numpy(), dtype=np.int64),
+            np.array([pair, row_size], dtype=np.int64),
+            out,
+        )
+        return out
 
     def _fixed_pattern(self, layout: ChunkLayout) -> _FixedPattern:
         inst = self.instance
@@ -280,7 +294,6 @@ class EmulatorBackend(AnalogBackend):
             weight2_per_row=weight2.numpy(),
             gather=np.ascontiguousarray(layout.gather.numpy(), dtype=np.int64),
             tables=(
-                np.arange(layout.n_chunks, dtype=np.int64) * (layout.n_max + 1),
                 padded(inst.neuron_offset[half, neuron], 0.0),
                 padded(high, float(high.max())),
                 padded(low, float(low.min())),
@@ -300,27 +313,21 @@ class EmulatorBackend(AnalogBackend):
         if fixed.synapse:
             synapse = fixed.synapse[0]
         else:
-            synapse = self._synapse_gains(layout).numpy()
+            synapse = self._synapse_gains(layout)
             if previous is not None:
                 fixed.synapse.append(synapse)
         n_units, n_max, columns = synapse.shape[1:]
         width = padded_columns(columns)
         # the + and - parts of the charge, each >= 0, in units of input x weight, times the
         # synapse gains; the signed charge; the effective weight (output LSB per input unit,
-        # 0 on padded columns); the noise sigma for every possible number of active inputs of
-        # a run (a row lookup per (run, sample) instead of a square root per read); one
-        # compiled pass over the layer's integer weights
+        # 0 on padded columns); the noise variance per active input of each run's columns;
+        # one compiled pass over the layer's integer weights
         charges = np.empty((2, n_units, n_max, columns), np.float32)
         charge = np.empty((n_units, n_max, columns), np.float32)
         weight = np.empty((n_units, n_max, width), np.float32)
-        sigma = np.empty((n_units * (n_max + 1), width), np.float32)
+        variance = np.empty((n_units, columns), np.float32)
         factors = np.array(
-            [
-                self.gain_per_send * layer.num_sends,
-                self._noise_terms.per_event,
-                layer.num_sends,
-                self._noise_terms.readout,
-            ],
+            [self.gain_per_send * layer.num_sends, self._noise_terms.per_event, layer.num_sends],
             dtype=np.float32,
         )
         base = None
@@ -340,7 +347,7 @@ class EmulatorBackend(AnalogBackend):
             charges,
             charge,
             weight,
-            sigma,
+            variance,
             _NO_CHARGE if base is None else base.charge,
         )
         peak, base = self._peak_loads(layer, layout, fixed, charges, charge, previous, base, drift)
@@ -364,7 +371,7 @@ class EmulatorBackend(AnalogBackend):
             num_sends=layer.num_sends,
             saturation=saturation,
             base=base,
-            tables=(sigma, *fixed.tables),
+            tables=(variance, *fixed.tables),
         )
 
     def _peak_loads(

@@ -47,7 +47,7 @@ def _active(inputs):  # pragma: no cover - compiled
 
 
 @njit(inline="always", **_JIT)
-def _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost):  # pragma: no cover
+def _check_tables(buf, xc, variance, offset, high, low, cols, lost):  # pragma: no cover
     """Raise unless the inputs and tables fit the reads (the loops do not check bounds)."""
     batch, runs, width = buf.shape
     if lost.shape != (batch, runs, cols.size):
@@ -59,11 +59,25 @@ def _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost):  # 
         raise ValueError("readout: the inputs do not match the reads")
     if offset.shape != (runs, width) or high.shape != (runs, width) or low.shape != (runs, width):
         raise ValueError("readout: the neuron tables do not match the reads")
-    if sigma.shape[1] != width or sigma_row.size != runs:
-        raise ValueError("readout: the sigma table does not match the reads")
-    for r in range(runs):
-        if sigma_row[r] < 0 or sigma_row[r] + xc.shape[2] >= sigma.shape[0]:
-            raise ValueError("readout: a run's sigma rows lie outside the table")
+    if variance.shape[0] != runs or variance.shape[1] > width:
+        raise ValueError("readout: the noise variances do not match the reads")
+
+
+@njit(inline="always", **_JIT)
+def _sigma(sigma, filled, variance, floor, r, active):  # pragma: no cover - compiled
+    """Run ``r``'s noise sigma per column with ``active`` inputs active: ``sqrt(floor +
+    active * variance[r])``, zero on padded columns; computed on first use in a call (a
+    batch has far fewer distinct counts than reads) into ``sigma[r, active]``."""
+    line = sigma[r, active]
+    if not filled[r, active]:
+        a = np.float32(active)
+        v = variance[r]
+        for c in range(v.size):
+            line[c] = np.sqrt(floor + a * v[c])
+        for c in range(v.size, line.size):
+            line[c] = np.float32(0.0)
+        filled[r, active] = True
+    return line
 
 
 @njit(inline="always", **_JIT)
@@ -86,8 +100,7 @@ def readout_table(
     tail_val,
     cols,
     lost,
-    sigma,
-    sigma_row,
+    variance,
     offset,
     high,
     low,
@@ -95,19 +108,22 @@ def readout_table(
 ):  # pragma: no cover - compiled
     """Reads of ``buf`` ``(B, R, C)`` (float32, contiguous: the charges) in place.
 
-    ``xc`` ``(R, B, n)``: the runs' inputs (their nonzero count picks the sigma row);
+    ``xc`` ``(R, B, n)``: the runs' inputs (their nonzero count scales the noise variance);
     ``bits`` uint16, one per read in ``buf``'s order: the normal is ``table[bits[i]]``,
     except at the flat positions ``tail_pos`` where it is ``tail_val``; ``cols`` and
     ``lost`` ``(B, R, len(cols))``: the dynamic saturation's loss on those columns
-    (``cols`` empty: none); ``sigma`` ``(rows, C)`` with run ``r``'s rows starting at
-    ``sigma_row[r]``; ``offset``, ``high``, ``low`` ``(R, C)``; ``limits``: ``(headroom,
-    adc_min, adc_max)``.
+    (``cols`` empty: none); ``variance`` ``(R, C')``: the noise variance per active input
+    of each run's columns (``C' <= C``; the padded columns beyond get no noise); ``offset``,
+    ``high``, ``low`` ``(R, C)``; ``limits``: ``(headroom, adc_min, adc_max, readout
+    variance)``.
     """
     batch, runs, width = buf.shape
     if bits.size < buf.size or (tail_pos.size and tail_pos[-1] >= buf.size):
         raise ValueError("readout: the bits do not match the reads")
-    _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost)
-    headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
+    _check_tables(buf, xc, variance, offset, high, low, cols, lost)
+    headroom, adc_min, adc_max, floor = limits[0], limits[1], limits[2], limits[3]
+    sigma = np.empty((runs, xc.shape[2] + 1, width), np.float32)
+    filled = np.zeros((runs, xc.shape[2] + 1), np.bool_)
     flat = buf.reshape(-1)
     # the charges at the tail positions, before the loop overwrites them (few: 2**-15 of all)
     tail_charge = np.empty(tail_pos.size, np.float32)
@@ -116,7 +132,7 @@ def readout_table(
     z = np.empty(width, np.float32)
     for b in range(batch):
         for r in range(runs):
-            s = sigma[sigma_row[r] + _active(xc[r, b])]
+            s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
             o, hi, lo = offset[r], high[r], low[r]
             first = (b * runs + r) * width
             reads = flat[first : first + width]
@@ -137,7 +153,7 @@ def readout_table(
         c = i % width
         r = (i // width) % runs
         b = i // (width * runs)
-        s = sigma[sigma_row[r] + _active(xc[r, b])]
+        s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
         v = tail_charge[t] + (offset[r, c] + tail_val[t] * s[c])
         for j in range(cols.size):
             if cols[j] == c:
@@ -147,17 +163,19 @@ def readout_table(
 
 @njit(**_JIT)
 def readout_normals(
-    buf, xc, normals, cols, lost, sigma, sigma_row, offset, high, low, limits
+    buf, xc, normals, cols, lost, variance, offset, high, low, limits
 ):  # pragma: no cover - compiled
     """:func:`readout_table` with the standard normals given, ``normals`` shaped as ``buf``."""
     batch, runs, width = buf.shape
     if normals.shape != buf.shape:
         raise ValueError("readout: the normals do not match the reads")
-    _check_tables(buf, xc, sigma, sigma_row, offset, high, low, cols, lost)
-    headroom, adc_min, adc_max = limits[0], limits[1], limits[2]
+    _check_tables(buf, xc, variance, offset, high, low, cols, lost)
+    headroom, adc_min, adc_max, floor = limits[0], limits[1], limits[2], limits[3]
+    sigma = np.empty((runs, xc.shape[2] + 1, width), np.float32)
+    filled = np.zeros((runs, xc.shape[2] + 1), np.bool_)
     for b in range(batch):
         for r in range(runs):
-            s = sigma[sigma_row[r] + _active(xc[r, b])]
+            s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
             o, hi, lo = offset[r], high[r], low[r]
             reads = buf[b, r]
             _membrane(reads, normals[b, r], s, o, cols, lost[b, r])
@@ -201,7 +219,17 @@ def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
 
 @njit(**_JIT)
 def derive_charges(
-    weight_q, gather, synapse, neuron_gain, factors, weight2, charges, charge, weight, sigma, before
+    weight_q,
+    gather,
+    synapse,
+    neuron_gain,
+    factors,
+    weight2,
+    charges,
+    charge,
+    weight,
+    variance,
+    before,
 ):  # pragma: no cover - compiled
     """A layer version's charges in one pass over its integer weights ``weight_q`` ``(in,
     C)``, chunked by ``gather`` ``(R, n)`` (the weight row of each position; ``in`` on
@@ -211,12 +239,11 @@ def derive_charges(
       synapse gains of the + and - rows);
     - ``charge`` ``(R, n, C)``: the signed charge ``charges[0] - charges[1]``;
     - ``weight`` ``(R, n, Cp)``: ``charge * (neuron_gain * factors[0])``, zero beyond ``C``;
-    - ``sigma`` ``(R * (n + 1), Cp)``: row ``r * (n + 1) + a`` holds the noise sigma of run
-      ``r`` with ``a`` active inputs, ``sqrt(factors[3] + a * variance)``, ``variance =
-      (sum_k w**2 * weight2[r] + factors[1]) * factors[2]``; zero beyond ``C``.
+    - ``variance`` ``(R, C)``: the noise variance per active input, ``(sum_k w**2 *
+      weight2[r] + factors[1]) * factors[2]``.
 
-    ``factors``: float32 ``(gain per send x num_sends, per-event variance, num_sends,
-    readout variance)``. Returns the largest ``|charge - before|`` (float32), ``before`` an
+    ``factors``: float32 ``(gain per send x num_sends, per-event variance, num_sends)``.
+    Returns the largest ``|charge - before|`` (float32), ``before`` an
     earlier version's signed charge, or 0.0 when ``before`` is empty.
     """
     runs, n = gather.shape
@@ -225,9 +252,9 @@ def derive_charges(
         raise ValueError("derive: the synapse gains or charges do not match the weights")
     if charge.shape != (runs, n, width) or weight.shape[:2] != (runs, n) or weight.shape[2] < width:
         raise ValueError("derive: the charge or weight buffers do not match the weights")
-    if sigma.shape != (runs * (n + 1), weight.shape[2]):
-        raise ValueError("derive: the sigma table does not match the weights")
-    if neuron_gain.shape != (runs, width) or weight2.size < runs or factors.size < 4:
+    if variance.shape != (runs, width):
+        raise ValueError("derive: the variances do not match the weights")
+    if neuron_gain.shape != (runs, width) or weight2.size < runs or factors.size < 3:
         raise ValueError("derive: the neuron tables do not match the weights")
     compare = before.size > 0
     if compare and before.shape != charge.shape:
@@ -239,7 +266,6 @@ def derive_charges(
                 raise ValueError("derive: a position's weight row lies outside the weights")
     gain = np.empty(width, np.float32)
     square = np.empty(width, np.float32)
-    variance = np.empty(width, np.float32)
     w = np.empty(width, np.float32)
     zero = np.float32(0.0)
     for r in range(runs):
@@ -269,14 +295,7 @@ def derive_charges(
             for c in range(width, out.size):
                 out[c] = zero
         for c in range(width):
-            variance[c] = (square[c] * weight2[r] + factors[1]) * factors[2]
-        for a in range(n + 1):
-            line = sigma[r * (n + 1) + a]
-            active = np.float32(a)
-            for c in range(width):
-                line[c] = np.sqrt(factors[3] + active * variance[c])
-            for c in range(width, line.size):
-                line[c] = zero
+            variance[r, c] = (square[c] * weight2[r] + factors[1]) * factors[2]
     return drift
 
 
@@ -450,3 +469,40 @@ def saturation_terms(
                 kappa[p, r, c] = k
                 inv_kappa[p, r, c] = one / max(k, tiny) if k > zero else zero
                 spread[p, r, c] = rho * largest[c]
+
+
+@njit(**_JIT)
+def synapse_gains(table, column_base, slot, pair, out):  # pragma: no cover - compiled
+    """The synapse gain of the + and - row of each position: ``out`` ``(2, R, n, C)``.
+
+    ``table``: the chip instance's gains ``(half, row, neuron)``, flattened; ``pair``:
+    ``(rows per signed weight, neurons per row)``; ``column_base`` ``(R, C)``: the flat index
+    of the synapse on the first row of the tile column that computes column ``c`` of run
+    ``r``; ``slot`` ``(R, n)``: each position's row-pair slot. Position ``k`` sits on the
+    ``pair[0]`` rows from ``pair[0] * slot[r, k]`` on (counted from the tile's first row):
+    its - part on the first of them, its + part on the last.
+    """
+    parts, runs, n, width = out.shape
+    rows_per, row_size = pair[0], pair[1]
+    if parts != 2 or column_base.shape != (runs, width) or slot.shape != (runs, n):
+        raise ValueError("synapse gains: the layout does not match the output")
+    last = (rows_per - 1) * row_size
+    for r in range(runs):
+        top = 0
+        for k in range(n):
+            top = max(top, slot[r, k])
+        for c in range(width):
+            if (
+                column_base[r, c] < 0
+                or column_base[r, c] + (rows_per * top) * row_size + last >= table.size
+            ):
+                raise ValueError("synapse gains: a synapse lies outside the chip")
+    for r in range(runs):
+        base = column_base[r]
+        for k in range(n):
+            offset = rows_per * slot[r, k] * row_size
+            plus, minus = out[0, r, k], out[1, r, k]
+            for c in range(width):
+                first = base[c] + offset
+                minus[c] = table[first]
+                plus[c] = table[first + last]
