@@ -24,7 +24,7 @@ import json
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from anacc.compiler.chip import ChipSpec
@@ -63,6 +63,8 @@ MEMBERS = (MANIFEST, ARRAYS, CHECKSUMS)
 MAX_MEMBER_BYTES = 4 << 30  # refuse zip members that claim more than this when unpacked
 MAX_MANIFEST_BYTES = 256 << 20
 MAX_FILE_BYTES = MAX_MEMBER_BYTES + 2 * MAX_MANIFEST_BYTES
+# members are read in pieces of this size
+_READ_CHUNK = 2**24
 SIGNED_MODES = ("none", "shift", "split")
 # Attribute types written as JSON; the others go to the arrays as serialized attributes.
 _JSON_ATTRS = {
@@ -239,16 +241,21 @@ def load_program(path: str | Path, cls: type[Program] = Program) -> Program:
     if size > MAX_FILE_BYTES:
         raise ProgramError(f"{p}: {size} bytes is too large for a program file")
     try:
-        data = p.read_bytes()
+        # the zip read from the file (not the whole file into memory first)
+        with p.open("rb") as f:
+            return _program_from(f, str(p), cls)
     except OSError as exc:
         raise ProgramError(f"{p}: cannot read ({exc.strerror})") from None
-    return program_from_bytes(data, str(p), cls)
 
 
 def program_from_bytes(
     data: bytes, where: str = "<program>", cls: type[Program] = Program
 ) -> Program:
-    members = _read_members(data, where)
+    return _program_from(io.BytesIO(data), where, cls)
+
+
+def _program_from(source: IO[bytes], where: str, cls: type[Program]) -> Program:
+    members = _read_members(source, where)
     sums = _json(members[CHECKSUMS], where, CHECKSUMS)
     for name in (MANIFEST, ARRAYS):
         if (
@@ -257,8 +264,9 @@ def program_from_bytes(
         ):
             raise ProgramError(f"{where}: checksum mismatch for {name}; the file is corrupt")
     m = _json(members[MANIFEST], where, MANIFEST)
+    blob = members.pop(ARRAYS)  # the arrays take its place (it is freed once they are read)
     try:
-        return _from_manifest(m, members[ARRAYS], where, cls)
+        return _from_manifest(m, blob, where, cls)
     except AnaccError as exc:
         if isinstance(exc, ProgramError):
             raise
@@ -269,7 +277,7 @@ def program_from_bytes(
         ) from None
 
 
-def _from_manifest(m: Any, arrays_bytes: bytes, where: str, cls: type[Program]) -> Program:
+def _from_manifest(m: Any, arrays_bytes: bytearray, where: str, cls: type[Program]) -> Program:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ProgramError(f"{where}: not an anacc program")
     version = m.get("format_version")
@@ -287,6 +295,7 @@ def _from_manifest(m: Any, arrays_bytes: bytes, where: str, cls: type[Program]) 
             f"{where}: made by an older anacc (format {version}); recompile the model"
         )
     arrays = _read_arrays(arrays_bytes, m.get("arrays", {}), where)
+    arrays_bytes.clear()  # the caller's reference stays; its memory goes
     try:
         chip = ChipSpec.from_dict(m["chip"])
     except ChipError as exc:
@@ -477,9 +486,9 @@ def _read_layer(
 # -- the zip container ------------------------------------------------------------------------
 
 
-def _read_members(data: bytes, where: str) -> dict[str, bytes]:
+def _read_members(source: IO[bytes], where: str) -> dict[str, bytearray]:
     try:
-        z = zipfile.ZipFile(io.BytesIO(data))
+        z = zipfile.ZipFile(source)
     except ZIP_ERRORS:
         raise ProgramError(f"{where}: not an anacc program (not a zip file)") from None
     with z:
@@ -507,11 +516,9 @@ def _read_members(data: bytes, where: str) -> dict[str, bytes]:
                 )
             try:
                 with z.open(info) as f:
-                    blob = f.read(limit + 1)
+                    blob = _read_exactly(f, info.file_size)
             except ZIP_ERRORS as exc:
                 raise ProgramError(f"{where}: corrupt member {info.filename} ({exc})") from None
-            if len(blob) > limit:
-                raise ProgramError(f"{where}: member {info.filename} unpacks beyond its limit")
             if len(blob) != info.file_size:
                 raise ProgramError(
                     f"{where}: member {info.filename} unpacks to {len(blob)} bytes but declares "
@@ -521,7 +528,20 @@ def _read_members(data: bytes, where: str) -> dict[str, bytes]:
     return out
 
 
-def _json(blob: bytes, where: str, member: str) -> Any:
+def _read_exactly(f: IO[bytes], size: int) -> bytearray:
+    """Up to ``size`` bytes of ``f`` into one growing buffer (no whole second copy), and one
+    byte more if the member holds more than it declares (the caller compares the length).
+    The buffer grows with what arrives, not with what the member declares."""
+    blob = bytearray()
+    while len(blob) <= size:
+        chunk = f.read(min(_READ_CHUNK, size + 1 - len(blob)))
+        if not chunk:
+            break
+        blob += chunk
+    return blob
+
+
+def _json(blob: bytes | bytearray, where: str, member: str) -> Any:
     try:
         return json.loads(blob.decode(), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -532,10 +552,47 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number anacc writes")
 
 
-def _read_arrays(blob: bytes, declared: dict, where: str) -> dict[str, np.ndarray]:
-    arrays = read_npz_file(
-        io.BytesIO(blob), f"{where}: {ARRAYS}", max_bytes=MAX_MEMBER_BYTES, error=ProgramError
-    )
+class _BufferReader(io.RawIOBase):
+    """A seekable binary reader over a buffer without copying it (``io.BytesIO`` copies
+    anything but ``bytes``)."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self._view = memoryview(buffer)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), len(self._view) - self._pos)
+        b[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._view.release()
+        super().close()
+
+
+def _read_arrays(blob: bytearray, declared: dict, where: str) -> dict[str, np.ndarray]:
+    with _BufferReader(blob) as reader:
+        arrays = read_npz_file(
+            io.BufferedReader(reader),
+            f"{where}: {ARRAYS}",
+            max_bytes=MAX_MEMBER_BYTES,
+            error=ProgramError,
+        )
     if set(arrays) != set(declared):
         raise ProgramError(f"{where}: arrays do not match the manifest")
     for k, a in arrays.items():
