@@ -14,10 +14,11 @@ Tables (each module's docstring says exactly what it measures):
 
 Every time is a median over repetitions after a warm-up, stated as a ratio to a reference
 measured in the same process run. Everything runs on one thread by default (torch, the
-emulator and onnxruntime alike): per-core ratios that a busy or shared machine does not
-distort, where idle-spinning thread pools of two libraries would; ``--threads N`` measures
-with N. ``--quick`` runs a tiny configuration of every table (for the test suite: seconds,
-and the same JSON keys).
+emulator and onnxruntime alike): per-core ratios that a busy or shared machine distorts
+least; the inference and zoo tables also run at two threads (onnxruntime sessions without
+busy-waiting workers, see ``_common.ort_session``); ``--threads N`` measures with N.
+``--quick`` runs a tiny configuration of every table (for the test suite: seconds, and the
+same JSON keys).
 
     python benchmarks/run_all.py [--quick] [--threads T] [--only layer,compile] \
         [--out benchmarks/results.json]
