@@ -264,7 +264,7 @@ class EmulatorBackend(AnalogBackend):
         table = self.instance.synapse_gain  # (halves, rows_per_half, columns_per_half)
         row_size = chip.columns_per_half
         pair = chip.rows_per_signed_weight
-        # the flat index of row pair_rows * row_base of each column's half and neuron
+        # the flat index of the synapse on the tile column's first row (row pair row_base)
         column_base = (
             layout.half * chip.rows_per_half + pair * layout.row_base
         ) * row_size + layout.neuron
