@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from anacc.compiler.ir import Graph
 from anacc.passes.base import CompileContext, Pass, PassResult
+from numba import njit
 
 
 def clip_value(
@@ -43,11 +44,58 @@ def clip_value(
 
 
 def quantize_weights(w: np.ndarray, per_column: bool, wmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric weight quantization: ``(w_q int16, scale float32 per column)``."""
-    amax = np.abs(w).max(axis=0) if per_column else np.full(w.shape[1], np.abs(w).max())
-    scale = np.where(amax > 0, amax / wmax, 1.0).astype(np.float32)
-    w_q = np.clip(np.round(w / scale[None, :]), -wmax, wmax).astype(np.int16)
+    """Symmetric weight quantization: ``(w_q int16, scale float32 per column)``; see
+    :func:`requantize_weights`."""
+    w_q, scale, _, _ = requantize_weights(w, per_column, wmax)
     return w_q, scale
+
+
+def requantize_weights(
+    w: np.ndarray,
+    per_column: bool,
+    wmax: int,
+    previous: np.ndarray | None = None,
+    dequantized: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """``(w_q, scale, w_deq, changed)`` of the float32 weights ``w`` ``(in, out)``, in one
+    compiled pass: ``scale = max|w| / wmax`` per column (or one for the layer; 1 where the
+    weights are all 0), ``w_q = clip(round_half_even(w / scale), -wmax, wmax)`` as int16, with
+    ``dequantized`` also ``w_deq = w_q * scale`` (else None), and whether ``w_q`` differs from
+    ``previous`` (True without one, or of another shape). float32 arithmetic throughout."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    w_q = np.empty(w.shape, np.int16)
+    scale = np.empty(w.shape[1], np.float32)
+    w_deq = np.empty(w.shape if dequantized else (0, 0), np.float32)
+    compare = previous is not None and previous.shape == w.shape
+    before = np.asarray(previous) if compare else np.zeros((0, 0), np.int16)
+    differs = _quantize(w, per_column, wmax, before, w_q, scale, w_deq)
+    return w_q, scale, (w_deq if dequantized else None), (differs or not compare)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quantize(w, per_column, wmax, previous, w_q, scale, w_deq):  # pragma: no cover - compiled
+    """See :func:`requantize_weights`; ``previous`` and ``w_deq`` empty: not compared, not
+    written. Returns whether ``w_q`` differs from a given ``previous``."""
+    rows, cols = w.shape
+    amax = np.zeros(cols, np.float32)
+    for i in range(rows):
+        for c in range(cols):
+            amax[c] = max(amax[c], abs(w[i, c]))
+    if not per_column:
+        amax[:] = amax.max()
+    top = np.float32(wmax)
+    for c in range(cols):
+        scale[c] = amax[c] / top if amax[c] > 0 else np.float32(1.0)
+    compare, deq = previous.size > 0, w_deq.size > 0
+    changed = False
+    for i in range(rows):
+        for c in range(cols):
+            w_q[i, c] = np.int16(min(max(np.rint(w[i, c] / scale[c]), -top), top))
+            if deq:
+                w_deq[i, c] = np.float32(w_q[i, c]) * scale[c]  # an int16 times a float32
+            if compare:
+                changed |= w_q[i, c] != previous[i, c]
+    return changed
 
 
 class CalibrateScales(Pass):

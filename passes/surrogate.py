@@ -24,12 +24,11 @@ import torch
 from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.ops import lookup
 from anacc.compiler.program import AnalogStep, DigitalStep, Program, ProgramLayer
-from anacc.passes.calibrate_scales import quantize_weights
+from anacc.passes.calibrate_scales import requantize_weights
 from anacc.runtime.analog import analog_forward, rows_of
 from anacc.runtime.backends import Backend
 from anacc.runtime.digital import TorchRegions
 from anacc.runtime.interpreter import Interpreter
-from numba import njit
 
 
 class TrainableLayer:
@@ -74,21 +73,12 @@ class TrainableLayer:
             self.log_scale = torch.nn.Parameter(torch.tensor(math.log(layer.input_scale)))
 
     def requantize(self) -> torch.Tensor:
-        """Push the quantized shadow weights into the layer; return them dequantized
-        (:func:`~anacc.passes.calibrate_scales.quantize_weights` and the comparison with the
-        weights before in one compiled pass)."""
+        """Push the quantized shadow weights into the layer (a new version only if they
+        changed); return them dequantized."""
         a = self.layer.analog
-        w = a.weight
-        w_q = np.empty(w.shape, np.int16)
-        scale = np.empty(w.shape[1], np.float32)
-        w_deq = np.empty(w.shape, np.float32)
-        previous = np.asarray(a.weight_q)
-        if w.dtype != np.float32 or previous.shape != w.shape:
-            w_q, scale = quantize_weights(w, self.per_column, self.wmax)
-            changed = not np.array_equal(w_q, previous)
-            w_deq = w_q * scale
-        else:
-            changed = _requantize(w, self.per_column, self.wmax, previous, w_q, scale, w_deq)
+        w_q, scale, w_deq, changed = requantize_weights(
+            a.weight, self.per_column, self.wmax, np.asarray(a.weight_q), dequantized=True
+        )
         if changed:  # backends rebuild what they cache per version
             a.weight_q = w_q
             a.version += 1
@@ -115,31 +105,6 @@ class TrainableLayer:
             if lay.bias is not None:
                 lay.bias = (lay.bias * gain).astype(lay.bias.dtype)
         return lay
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _requantize(w, per_column, wmax, previous, w_q, scale, w_deq):  # pragma: no cover
-    """:func:`~anacc.passes.calibrate_scales.quantize_weights` of the float32 weights ``w``
-    into ``w_q`` (int16) and ``scale``, its dequantized weights into ``w_deq``, in numpy's
-    float32 operations; returns whether ``w_q`` differs from ``previous``."""
-    rows, cols = w.shape
-    amax = np.zeros(cols, np.float32)
-    for i in range(rows):
-        for c in range(cols):
-            amax[c] = max(amax[c], abs(w[i, c]))
-    if not per_column:
-        amax[:] = amax.max()
-    top = np.float32(wmax)
-    for c in range(cols):
-        scale[c] = amax[c] / top if amax[c] > 0 else np.float32(1.0)
-    changed = False
-    for i in range(rows):
-        for c in range(cols):
-            q = min(max(np.rint(w[i, c] / scale[c]), -top), top)
-            w_q[i, c] = np.int16(q)
-            w_deq[i, c] = np.float32(w_q[i, c]) * scale[c]  # an int16 times a float32
-            changed |= w_q[i, c] != previous[i, c]
-    return changed
 
 
 @dataclass

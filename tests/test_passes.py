@@ -11,7 +11,7 @@ import torch
 from anacc.compiler.chip import load_chip
 from anacc.compiler.conv import ConvGeometry
 from anacc.compiler.options import CompileOptions
-from anacc.passes.calibrate_scales import clip_value, quantize_weights
+from anacc.passes.calibrate_scales import clip_value, quantize_weights, requantize_weights
 from anacc.runtime.analog import rows_of
 from anacc.runtime.session import Session
 from onnx import TensorProto, helper, numpy_helper
@@ -98,6 +98,32 @@ def test_weight_quantization_per_column_and_per_layer():
     q, s = quantize_weights(w, False, 63)
     np.testing.assert_allclose(s, [2.0 / 63, 2.0 / 63])
     np.testing.assert_array_equal(q, [[16, -63], [-6, 28]])
+
+
+@pytest.mark.parametrize("per_column", [True, False])
+def test_weight_quantization_equals_the_float32_formula_and_reports_changes(per_column):
+    """The compiled quantization against numpy's float32 formula, bit for bit (ties at .5
+    round to even), the dequantized weights, and the comparison with earlier weights."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((37, 11)) * 0.3).astype(np.float32)
+    w[:, 4] = 0.0  # an all-zero column keeps scale 1
+    amax = np.abs(w).max(axis=0) if per_column else np.full(11, np.abs(w).max())
+    scale = np.where(amax > 0, amax / 63, 1.0).astype(np.float32)
+    w[3, 2] = np.float32(2.5) * scale[2]  # an exact tie, if the product is exact
+    amax = np.abs(w).max(axis=0) if per_column else np.full(11, np.abs(w).max())
+    scale = np.where(amax > 0, amax / 63, 1.0).astype(np.float32)
+    expected = np.clip(np.round(w / scale), -63, 63).astype(np.int16)
+    q, s, deq, changed = requantize_weights(w, per_column, 63, dequantized=True)
+    assert s.dtype == np.float32 and np.array_equal(s.view(np.int32), scale.view(np.int32))
+    assert q.dtype == np.int16 and np.array_equal(q, expected)
+    np.testing.assert_array_equal(deq, expected * scale)
+    assert changed  # nothing to compare with
+    assert not requantize_weights(w, per_column, 63, previous=q)[3]
+    other = q.copy()
+    other[5, 7] += 1
+    assert requantize_weights(w, per_column, 63, previous=other)[3]
+    assert requantize_weights(w, per_column, 63, previous=q[:3])[3]  # another shape
+    assert requantize_weights(w, per_column, 63)[2] is None
 
 
 def test_num_sends_keeps_the_999th_percentile_inside_the_linear_range(tmp_path):
