@@ -506,8 +506,15 @@ def test_saturation_loss_equals_the_knee_formula():
         expected = expected + sign * excess**2 / (excess + headroom) * inv
     assert np.abs(expected).max() > 1.0  # some reads do saturate
     np.testing.assert_allclose(lost, expected.transpose(1, 0, 2), rtol=1e-4, atol=1e-4)
+    # the charges padded to the matmul's width: the padding is not read
+    padded = np.concatenate([charge, np.full((runs, batch, 10), np.nan, np.float32)], axis=2)
+    again = np.full_like(lost, np.nan)
+    readout.saturation_loss(cols, padded, kappa, inv_kappa, headroom, again)
+    np.testing.assert_array_equal(again, lost)
     with pytest.raises(ValueError, match="do not match the columns"):
         readout.saturation_loss(cols[:2], charge, kappa, inv_kappa, headroom, lost)
+    with pytest.raises(ValueError, match="do not match the columns"):
+        readout.saturation_loss(cols, charge[..., :5], kappa, inv_kappa, headroom, lost)
 
 
 def test_saturating_columns_are_those_whose_bound_passes_the_linear_load():

@@ -400,15 +400,16 @@ def saturation_loss(cols, charge, kappa, inv_kappa, headroom, lost):  # pragma: 
     """What the knee of the synaptic input takes from the charge of the columns ``cols``:
     ``lost[b, r, j]`` (float32) for column ``cols[j]``, in the torch form's float32 operations.
 
-    ``charge`` ``(R, B, 2k)``: the signed charge of the columns, then their total (the sum
-    of both parts' magnitudes); ``kappa``, ``inv_kappa`` ``(2, R, C)``: a part's load per
-    unit of charge over the linear load, and its inverse. A part's charge is ``(total +-
-    signed) / 2``, its excess ``e = max(charge * kappa - 1, 0)``, and it loses ``e**2 / (e +
-    headroom) / kappa``; the loss is the excitatory part's minus the inhibitory part's.
+    ``charge`` ``(R, B, >= 2k)``: the signed charge of the columns, then their total (the
+    sum of both parts' magnitudes), then any padding; ``kappa``, ``inv_kappa`` ``(2, R,
+    C)``: a part's load per unit of charge over the linear load, and its inverse. A part's
+    charge is ``(total +- signed) / 2``, its excess ``e = max(charge * kappa - 1, 0)``, and
+    it loses ``e**2 / (e + headroom) / kappa``; the loss is the excitatory part's minus the
+    inhibitory part's.
     """
     runs, batch, double = charge.shape
     k = cols.size
-    if double != 2 * k or lost.shape != (batch, runs, k):
+    if double < 2 * k or lost.shape != (batch, runs, k):
         raise ValueError("saturation: the charges or the loss do not match the columns")
     if kappa.shape[:2] != (2, runs) or inv_kappa.shape != kappa.shape:
         raise ValueError("saturation: the kappa tables do not match the runs")
