@@ -126,6 +126,34 @@ def test_fill_is_the_table_lookup_of_the_parts_with_the_tails():
     assert np.array_equal(filled, expected)
 
 
+def test_tail_positions_are_a_bernoulli_process():
+    """Each position holds a tail value independently with probability ``2 * TAIL``: the
+    count is binomial, the gaps between tail positions (and before the first) geometric."""
+    source = NormalSource()
+    n, p = 2_000_000, 2 * TAIL
+    gaps, count = [], 0
+    for seed in range(40):
+        _, where, values = source.parts(n, seed)
+        assert np.all(where >= 0) and np.all(where < n) and np.all(np.diff(where) > 0)
+        assert values.shape == where.shape and values.dtype == np.float32
+        count += where.size
+        gaps.append(np.diff(where, prepend=-1) - 1)
+    expected = 40 * n * p
+    assert abs(count - expected) < 5 * math.sqrt(expected)
+    g = np.sort(np.concatenate(gaps)).astype(np.float64)
+    cdf = 1.0 - (1.0 - p) ** (g + 1)  # P(gap <= g)
+    ranks = np.arange(1, g.size + 1) / g.size
+    ks = max(np.max(ranks - cdf), np.max(cdf - (ranks - 1 / g.size)))
+    assert ks * math.sqrt(g.size) < 1.95  # p = 0.001
+
+
+def test_a_call_without_tail_positions_has_empty_tails():
+    bits, where, values = NormalSource().parts(0, 3)
+    assert bits.size == where.size == values.size == 0
+    bits, where, values = NormalSource().parts(5, 3)
+    assert bits.shape == (5,) and where.dtype == np.int64 and values.dtype == np.float32
+
+
 @pytest.mark.parametrize("seed", [0, 7, 2**63 + 5, 2**64 - 1])
 def test_seeded_words_follow_the_documented_seeding(seed):
     """The compiled seeding: state (derived_seed(seed, k) for k = 1, 2, 3; counter 1), the

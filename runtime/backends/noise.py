@@ -11,9 +11,11 @@ exactly as many values as a call needs, by inverse-transform sampling with a tab
   central region ``|z| < q`` and returns the bin's conditional mean (one table lookup);
 - with probability ``2 * tail`` (``tail = 2**-16`` per side; ``q`` is the normal's
   ``1 - tail`` quantile) a value comes from the tails instead, drawn exactly by the inverse
-  CDF in float64. Which positions hold tail values is drawn apart from the table lookups (a
-  binomial count, then that many distinct positions), so every position is independently a
-  tail value with the right probability and no pass over the output has to look for them.
+  CDF in float64. Which positions hold tail values is drawn apart from the table lookups, as
+  the geometric gaps between them (a Bernoulli process: every position is independently a
+  tail value with the right probability, and no pass over the output has to look for them);
+  the gaps, the tail values' uniforms and their signs continue the same generator after the
+  words of the table lookups (:func:`seeded_draws`, one compiled call).
 
 Mean and symmetry are exact, the variance is ``1 - 3e-9`` (the spread inside the central
 bins is lost), the tails beyond ``q`` (about 4.2) are exact, and the distribution function
@@ -36,6 +38,8 @@ _MASK64 = 2**64 - 1
 # SFC64's own seeding discards this many outputs after setting its state
 _WARMUP = 12
 _U64 = np.uint64
+# log(1 - p) for p = 2 * TAIL, the probability that a position holds a tail value
+_LOG_KEEP = math.log1p(-2.0 * TAIL)
 
 
 @njit(cache=True, nogil=True)
@@ -78,6 +82,46 @@ def seeded_words(seed, count, warmup):  # pragma: no cover - compiled
     return words, state
 
 
+@njit(cache=True, nogil=True)
+def _unit(word):  # pragma: no cover - compiled
+    """A uniform in (0, 1] from the top 53 bits of a word."""
+    return (np.float64(word >> _U64(11)) + 1.0) * 2.0**-53
+
+
+@njit(cache=True, nogil=True)
+def seeded_draws(seed, n, warmup, log_keep):  # pragma: no cover - compiled
+    """What ``n`` standard normals of ``seed`` need: ``(words, where, u, sign)``. ``words``
+    are :func:`seeded_words`' ``ceil(n / 4)`` words; the generator then gives, word by word,
+    the gap before the next tail position (geometric: ``floor(log(U) / log_keep)`` with ``U``
+    uniform in (0, 1] and ``log_keep = log(1 - p)``, ``p`` a position's tail probability)
+    and that position's uniform ``u`` in (0, 1] (top 53 bits) and sign (lowest bit, +-1),
+    until a gap passes position ``n - 1``. ``where`` is sorted."""
+    words, state = seeded_words(seed, -(-n // 4), warmup)
+    capacity = 16
+    where = np.empty(capacity, np.int64)
+    u = np.empty(capacity, np.float64)
+    sign = np.empty(capacity, np.float64)
+    pair = np.empty(2, np.uint64)
+    count = 0
+    position = -1
+    while True:
+        sfc64(state, pair)
+        gap = math.floor(math.log(_unit(pair[0])) / log_keep)
+        if gap >= n - 1 - position:
+            break
+        position += 1 + int(gap)
+        if count == capacity:
+            capacity *= 2
+            where = np.concatenate((where, np.empty(capacity - count, np.int64)))
+            u = np.concatenate((u, np.empty(capacity - count, np.float64)))
+            sign = np.concatenate((sign, np.empty(capacity - count, np.float64)))
+        where[count] = position
+        u[count] = _unit(pair[1])
+        sign[count] = 1.0 if pair[1] & _U64(1) else -1.0
+        count += 1
+    return words, where[:count], u[:count], sign[:count]
+
+
 def derived_seed(*words: int) -> int:
     """A 64-bit seed mixed from ``words`` with splitmix64 steps (cheap: one per call)."""
     state = 0
@@ -109,23 +153,18 @@ class NormalSource:
         self.table = central_table()
         self.table_values = self.table.numpy()  # the same memory, for compiled loops
         self._index = torch.empty(0, dtype=torch.int32)
-        self._bits = np.random.SFC64(0)
-        self._rng = np.random.Generator(self._bits)  # follows the state set into _bits
 
     def parts(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``n`` standard normals of ``seed`` before the lookup: ``(bits, where,
         values)``, the normal at position ``i`` being ``table[bits[i]]`` except at the sorted
         positions ``where``, which hold the tail values ``values`` (float32)."""
-        # SFC64's state set from the seed (faster than numpy's SeedSequence), its warm-up,
-        # then the words; the tails continue the same generator
-        words, state = seeded_words(_U64(seed), -(-n // 4), _WARMUP)
-        self._bits.state = {
-            "bit_generator": "SFC64",
-            "state": {"state": state},
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
-        where, values = self._tails(n, self._rng)
+        words, where, u, sign = seeded_draws(_U64(seed), n, _WARMUP, _LOG_KEEP)
+        if where.size:
+            # the tail beyond q is ndtri(TAIL * u) (negative), mirrored for sign -1
+            magnitude = torch.special.ndtri(torch.from_numpy(TAIL * u)).numpy()
+            values = (magnitude * sign).astype(np.float32)
+        else:
+            values = np.empty(0, np.float32)
         return words.view(np.uint16)[:n], where, values
 
     def fill(self, out: torch.Tensor, seed: int) -> torch.Tensor:
@@ -145,19 +184,3 @@ class NormalSource:
         if where.size:
             flat[torch.from_numpy(where)] = torch.from_numpy(values)
         return out
-
-    @staticmethod
-    def _tails(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A Bernoulli(2 * TAIL) subset of the ``n`` positions (sorted) and exact tail values
-        for them (float32)."""
-        count = int(rng.binomial(n, 2.0 * TAIL))
-        if count == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        where = rng.choice(n, count, replace=False) if count < n else np.arange(n)
-        # u uniform in (0, 1]: the tail beyond q is ndtri(TAIL * u), mirrored for the upper side
-        u = 1.0 - rng.random(count)
-        magnitude = torch.special.ndtri(torch.from_numpy(TAIL * u)).numpy()
-        sign = rng.integers(0, 2, count) * 2.0 - 1.0
-        values = (magnitude * sign).astype(np.float32)
-        order = np.argsort(where)
-        return where[order].astype(np.int64), values[order]
