@@ -144,16 +144,18 @@ def digital_terms(
     bias)``: the summed reads times ``scale``, plus the shift correction ``shift`` (zero
     unless the input encoding is shifted) and the bias (zero without one)."""
     a = layer.analog
-    w_scale = torch.from_numpy(layer.weight_scale)
     width = a.out_features
-    scale = (w_scale * (enc.scale / (gain * a.num_sends))).expand(width)
+    w_scale = np.asarray(layer.weight_scale, dtype=np.float32)
+    # float32 times the scalar rounded to float32 (numpy's and torch's rule alike)
+    scale = np.empty(width, np.float32)
+    scale[:] = w_scale * (enc.scale / (gain * a.num_sends))
     shift = np.zeros(width, np.float32)
     if layer.signed == "shift" and enc.offset != 0.0:
-        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * w_scale
-        shift = (enc.offset * w_deq.sum(dim=0)).numpy()
+        w_deq = torch.from_numpy(a.weight_q.astype(np.float32)) * torch.from_numpy(w_scale)
+        shift = (enc.offset * w_deq.sum(dim=0)).numpy()  # torch's summation order
     bias = np.zeros(width, np.float32) if layer.bias is None else layer.bias
     return (
-        np.ascontiguousarray(scale.numpy(), dtype=np.float32),
+        scale,
         np.ascontiguousarray(shift, dtype=np.float32),
         np.ascontiguousarray(bias, dtype=np.float32),
     )

@@ -325,7 +325,7 @@ def test_readout_equals_the_documented_formula_on_every_read():
     runs, width = offset.shape
     # a sample-major buffer (samples, runs, columns) of charges, the runs' inputs and normals
     values = rng.normal(0, 90, (50, runs, width)).astype(np.float32)
-    xc = rng.integers(0, 2, (runs, 50, layout.n_max)).astype(np.float32)
+    xs = rng.integers(0, 2, (50, runs, layout.n_max)).astype(np.float32)  # sample-major
     normals = rng.standard_normal(values.shape).astype(np.float32)
     # the noise variance per active input of the real columns (the padded ones get none)
     columns = layer.out_features
@@ -335,9 +335,9 @@ def test_readout_equals_the_documented_formula_on_every_read():
     lost = rng.uniform(0, 30, (50, runs, 2)).astype(np.float32)
     out = values.copy()
     tables = (variance, offset, high, low, backend._limits)
-    readout.readout_normals(out, xc, normals, cols, lost, *tables)
+    readout.readout_normals(out, xs, normals, cols, lost, *tables)
 
-    active = (xc != 0).sum(2).T  # (samples, runs)
+    active = (xs != 0).sum(2)  # (samples, runs)
     floor = float(backend._limits[3])  # the readout's own variance
     s = np.zeros((50, runs, width))
     s[..., :columns] = np.sqrt(floor + active[..., None] * variance[None].astype(np.float64))
@@ -350,6 +350,10 @@ def test_readout_equals_the_documented_formula_on_every_read():
     bent = np.where(v < low, low - headroom * e_lo / (headroom + e_lo), bent)
     expected = np.clip(bent, CHIP.adc_min, CHIP.adc_max)
     assert ((v > high) | (v < low)).mean() > 0.2  # many reads beyond the limits
+    # the padded columns are not read: their charges stay
+    assert width > columns
+    np.testing.assert_array_equal(out[..., columns:], values[..., columns:])
+    out, expected = out[..., :columns], expected[..., :columns]
     assert np.array_equal(out, np.round(out))
     # equal to the rounded float64 value, but for float32 rounding next to a half
     near_half = np.abs(expected - np.floor(expected) - 0.5) < 1e-3
@@ -417,7 +421,7 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
         readout.combine(reads, none, *terms, np.zeros((3, 1, 3), np.float32))
     with pytest.raises(ValueError, match="differ in shape"):
         readout.combine(reads, reads[:3], *terms, np.zeros((4, 1, 3), np.float32))
-    xc = np.zeros((2, 4, 5), np.float32)
+    xs = np.zeros((4, 2, 5), np.float32)  # sample-major, like the reads
     table = np.zeros(2**16, np.float32)
     variance = np.zeros((2, 3), np.float32)
     tables = (np.zeros((2, 3), np.float32),) * 3
@@ -427,15 +431,20 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
     short = np.zeros(23, np.uint16)
     with pytest.raises(ValueError, match="bits"):
         args = (variance, *tables, limits)
-        readout.readout_table(reads, xc, short, table, *empty, *no_loss, *args)
+        readout.readout_table(reads, xs, short, table, *empty, *no_loss, *args)
     bits = np.zeros(24, np.uint16)
     with pytest.raises(ValueError, match="noise variances"):
         args = (variance[:1], *tables, limits)
-        readout.readout_table(reads, xc, bits, table, *empty, *no_loss, *args)
+        readout.readout_table(reads, xs, bits, table, *empty, *no_loss, *args)
+    with pytest.raises(ValueError, match="inputs do not match"):  # run-major inputs
+        args = (variance, *tables, limits)
+        readout.readout_table(
+            reads, xs.transpose(1, 0, 2).copy(), bits, table, *empty, *no_loss, *args
+        )
     with pytest.raises(ValueError, match="saturating column"):
         loss = np.array([3]), np.zeros((4, 2, 1), np.float32)
-        readout.readout_table(reads, xc, bits, table, *empty, *loss, variance, *tables, limits)
-    readout.readout_table(reads, xc, bits, table, *empty, *no_loss, variance, *tables, limits)
+        readout.readout_table(reads, xs, bits, table, *empty, *loss, variance, *tables, limits)
+    readout.readout_table(reads, xs, bits, table, *empty, *no_loss, variance, *tables, limits)
 
 
 def test_derived_charges_equal_the_formulas():
@@ -519,12 +528,12 @@ def test_saturation_loss_equals_the_knee_formula():
 
 def test_saturating_columns_are_those_whose_bound_passes_the_linear_load():
     rng = np.random.default_rng(8)
-    xc = rng.integers(0, 32, (3, 6, 10)).astype(np.float32)
+    xs = rng.integers(0, 32, (6, 3, 10)).astype(np.float32)  # (samples, runs, inputs)
     peak = rng.uniform(0, 1, (2, 3, 12)).astype(np.float32)
     spread = rng.uniform(0, 0.2, (2, 3, 12)).astype(np.float32)
     factors = np.array([31, 20.0], np.float32)
-    found = readout.saturating_columns(xc, peak, spread, factors)
-    largest = xc.sum(2).max(1).reshape(1, 3, 1)
+    found = readout.saturating_columns(xs, peak, spread, factors)
+    largest = xs.sum(2).max(0).reshape(1, 3, 1)
     bound = np.minimum(31 * peak.astype(np.float64), largest * spread)
     expected = np.nonzero((bound > 20.0).any(axis=(0, 1)))[0]
     assert 0 < expected.size < 12

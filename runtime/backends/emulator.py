@@ -206,9 +206,11 @@ class EmulatorBackend(AnalogBackend):
         buffer = torch.empty(batch, n_chunks, width)
         out = buffer.transpose(0, 1)  # (R, B, C)
         out.baddbmm_(xc, d.weight, beta=0.0)
-        xc_np = xc.numpy()
+        # the inputs sample-major (B, R, n), like the reads: contiguous for the compiled
+        # loops (chunk_inputs' view is a transpose of contiguous memory)
+        xs_np = np.ascontiguousarray(xc.transpose(0, 1).numpy())
         if d.saturation is not None:
-            cols, lost = self._dynamic_saturation(xc, xc_np, d.weight, d.saturation)
+            cols, lost = self._dynamic_saturation(xc, xs_np, d.weight, d.saturation)
         else:
             cols, lost = _NO_COLUMNS, np.empty((batch, n_chunks, 0), np.float32)
         if profiler is not None:
@@ -220,7 +222,7 @@ class EmulatorBackend(AnalogBackend):
             if profiler is not None:
                 profiler.lap("noise")
             table = self._normals.table_values
-            readout.readout_table(reads, xc_np, bits, table, where, values, *common)
+            readout.readout_table(reads, xs_np, bits, table, where, values, *common)
         else:  # run-major at the unpadded width: the stream of earlier versions
             normals = torch.zeros(batch, n_chunks, width)
             normals.transpose(0, 1)[..., : layer.out_features] = torch.randn(
@@ -229,13 +231,13 @@ class EmulatorBackend(AnalogBackend):
             )
             if profiler is not None:
                 profiler.lap("noise")
-            readout.readout_normals(reads, xc_np, normals.numpy(), *common)
+            readout.readout_normals(reads, xs_np, normals.numpy(), *common)
         if profiler is not None:
             profiler.lap("analog kernel")
         return out if width == layer.out_features else out[..., : layer.out_features]
 
     def _dynamic_saturation(
-        self, xc: torch.Tensor, xc_np: np.ndarray, weight: torch.Tensor, d: _Saturation
+        self, xc: torch.Tensor, xs_np: np.ndarray, weight: torch.Tensor, d: _Saturation
     ) -> tuple[np.ndarray, np.ndarray]:
         """What the compression of the charge takes away, for the columns whose synaptic input
         load may pass its linear range: ``(cols, lost)``, ``lost`` ``(B, R, len(cols))``
@@ -248,7 +250,7 @@ class EmulatorBackend(AnalogBackend):
         """
         chip = self.chip
         factors = np.array([chip.input_max, chip.analog.synin_linear_load], np.float32)
-        found = readout.saturating_columns(xc_np, d.peak_load, d.spread_load, factors)
+        found = readout.saturating_columns(xs_np, d.peak_load, d.spread_load, factors)
         lost = np.empty((xc.shape[1], xc.shape[0], found.size), np.float32)
         if found.size == 0:
             return found, lost

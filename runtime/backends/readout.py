@@ -47,7 +47,7 @@ def _active(inputs):  # pragma: no cover - compiled
 
 
 @njit(inline="always", **_JIT)
-def _check_tables(buf, xc, variance, offset, high, low, cols, lost):  # pragma: no cover
+def _check_tables(buf, xs, variance, offset, high, low, cols, lost):  # pragma: no cover
     """Raise unless the inputs and tables fit the reads (the loops do not check bounds)."""
     batch, runs, width = buf.shape
     if lost.shape != (batch, runs, cols.size):
@@ -55,7 +55,7 @@ def _check_tables(buf, xc, variance, offset, high, low, cols, lost):  # pragma: 
     for j in range(cols.size):
         if cols[j] < 0 or cols[j] >= width:
             raise ValueError("readout: a saturating column lies outside the reads")
-    if xc.shape[0] != runs or xc.shape[1] != batch:
+    if xs.shape[0] != batch or xs.shape[1] != runs:
         raise ValueError("readout: the inputs do not match the reads")
     if offset.shape != (runs, width) or high.shape != (runs, width) or low.shape != (runs, width):
         raise ValueError("readout: the neuron tables do not match the reads")
@@ -93,7 +93,7 @@ def _membrane(reads, z, s, o, cols, lost):  # pragma: no cover - compiled
 @njit(**_JIT)
 def readout_table(
     buf,
-    xc,
+    xs,
     bits,
     table,
     tail_pos,
@@ -108,22 +108,24 @@ def readout_table(
 ):  # pragma: no cover - compiled
     """Reads of ``buf`` ``(B, R, C)`` (float32, contiguous: the charges) in place.
 
-    ``xc`` ``(R, B, n)``: the runs' inputs (their nonzero count scales the noise variance);
+    ``xs`` ``(B, R, n)``: the runs' inputs, sample-major like the reads (their nonzero count
+    scales the noise variance);
     ``bits`` uint16, one per read in ``buf``'s order: the normal is ``table[bits[i]]``,
     except at the flat positions ``tail_pos`` where it is ``tail_val``; ``cols`` and
     ``lost`` ``(B, R, len(cols))``: the dynamic saturation's loss on those columns
     (``cols`` empty: none); ``variance`` ``(R, C')``: the noise variance per active input
-    of each run's columns (``C' <= C``; the padded columns beyond get no noise); ``offset``,
-    ``high``, ``low`` ``(R, C)``; ``limits``: ``(headroom, adc_min, adc_max, readout
-    variance)``.
+    of each run's columns (``C' <= C``: the padded columns beyond are not read, their
+    charges stay); ``offset``, ``high``, ``low`` ``(R, C)``; ``limits``: ``(headroom,
+    adc_min, adc_max, readout variance)``.
     """
     batch, runs, width = buf.shape
+    columns = variance.shape[1]
     if bits.size < buf.size or (tail_pos.size and tail_pos[-1] >= buf.size):
         raise ValueError("readout: the bits do not match the reads")
-    _check_tables(buf, xc, variance, offset, high, low, cols, lost)
+    _check_tables(buf, xs, variance, offset, high, low, cols, lost)
     headroom, adc_min, adc_max, floor = limits[0], limits[1], limits[2], limits[3]
-    sigma = np.empty((runs, xc.shape[2] + 1, width), np.float32)
-    filled = np.zeros((runs, xc.shape[2] + 1), np.bool_)
+    sigma = np.empty((runs, xs.shape[2] + 1, width), np.float32)
+    filled = np.zeros((runs, xs.shape[2] + 1), np.bool_)
     flat = buf.reshape(-1)
     # the charges at the tail positions, before the loop overwrites them (few: 2**-15 of all)
     tail_charge = np.empty(tail_pos.size, np.float32)
@@ -132,28 +134,30 @@ def readout_table(
     z = np.empty(width, np.float32)
     for b in range(batch):
         for r in range(runs):
-            s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
+            s = _sigma(sigma, filled, variance, floor, r, _active(xs[b, r]))
             o, hi, lo = offset[r], high[r], low[r]
             first = (b * runs + r) * width
             reads = flat[first : first + width]
-            u = bits[first : first + width]
+            u = bits[first : first + columns]
             # the lookups apart: a gather in the loop below would keep it from vectorizing
-            for c in range(width):
+            for c in range(columns):
                 z[c] = table[u[c]]
             if cols.size:  # membrane first, then the ADC
-                _membrane(reads, z, s, o, cols, lost[b, r])
-                for c in range(width):
+                _membrane(reads[:columns], z[:columns], s, o, cols, lost[b, r])
+                for c in range(columns):
                     reads[c] = _adc(reads[c], hi[c], lo[c], headroom, adc_min, adc_max)
                 continue
-            for c in range(width):
+            for c in range(columns):
                 v = reads[c] + (o[c] + z[c] * s[c])
                 reads[c] = _adc(v, hi[c], lo[c], headroom, adc_min, adc_max)
     for t in range(tail_pos.size):
         i = tail_pos[t]
         c = i % width
+        if c >= columns:
+            continue
         r = (i // width) % runs
         b = i // (width * runs)
-        s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
+        s = _sigma(sigma, filled, variance, floor, r, _active(xs[b, r]))
         v = tail_charge[t] + (offset[r, c] + tail_val[t] * s[c])
         for j in range(cols.size):
             if cols[j] == c:
@@ -163,23 +167,24 @@ def readout_table(
 
 @njit(**_JIT)
 def readout_normals(
-    buf, xc, normals, cols, lost, variance, offset, high, low, limits
+    buf, xs, normals, cols, lost, variance, offset, high, low, limits
 ):  # pragma: no cover - compiled
     """:func:`readout_table` with the standard normals given, ``normals`` shaped as ``buf``."""
     batch, runs, width = buf.shape
+    columns = variance.shape[1]
     if normals.shape != buf.shape:
         raise ValueError("readout: the normals do not match the reads")
-    _check_tables(buf, xc, variance, offset, high, low, cols, lost)
+    _check_tables(buf, xs, variance, offset, high, low, cols, lost)
     headroom, adc_min, adc_max, floor = limits[0], limits[1], limits[2], limits[3]
-    sigma = np.empty((runs, xc.shape[2] + 1, width), np.float32)
-    filled = np.zeros((runs, xc.shape[2] + 1), np.bool_)
+    sigma = np.empty((runs, xs.shape[2] + 1, width), np.float32)
+    filled = np.zeros((runs, xs.shape[2] + 1), np.bool_)
     for b in range(batch):
         for r in range(runs):
-            s = _sigma(sigma, filled, variance, floor, r, _active(xc[r, b]))
+            s = _sigma(sigma, filled, variance, floor, r, _active(xs[b, r]))
             o, hi, lo = offset[r], high[r], low[r]
-            reads = buf[b, r]
-            _membrane(reads, normals[b, r], s, o, cols, lost[b, r])
-            for c in range(width):
+            reads = buf[b, r, :columns]
+            _membrane(reads, normals[b, r, :columns], s, o, cols, lost[b, r])
+            for c in range(columns):
                 reads[c] = _adc(reads[c], hi[c], lo[c], headroom, adc_min, adc_max)
 
 
@@ -366,25 +371,26 @@ def peak_windows(charges, time_order, plan, out):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def saturating_columns(xc, peak_load, spread_load, factors):  # pragma: no cover - compiled
+def saturating_columns(xs, peak_load, spread_load, factors):  # pragma: no cover - compiled
     """The columns whose synaptic input load may pass its linear range in this call, sorted:
     where, in some part and run, ``min(factors[0] * peak_load, largest * spread_load)``
     exceeds ``factors[1]`` (the linear load), ``largest`` being the run's largest sum of
     inputs over the batch (a sum of small integers: exact in float32 in any order).
 
-    ``xc`` ``(R, B, n)``; ``peak_load``, ``spread_load`` ``(2, R, C)``; ``factors`` float32
-    ``(input_max, linear load)``.
+    ``xs`` ``(B, R, n)`` (sample-major); ``peak_load``, ``spread_load`` ``(2, R, C)``;
+    ``factors`` float32 ``(input_max, linear load)``.
     """
-    runs, batch, n = xc.shape
+    batch, runs, n = xs.shape
     parts, _, width = peak_load.shape
     if peak_load.shape[1] != runs or spread_load.shape != peak_load.shape:
         raise ValueError("saturation: the load tables do not match the runs")
     largest = np.zeros(runs, np.float32)
-    for r in range(runs):
-        for b in range(batch):
+    for b in range(batch):
+        for r in range(runs):
+            line = xs[b, r]
             total = np.float32(0.0)
             for k in range(n):
-                total += xc[r, b, k]
+                total += line[k]
             largest[r] = max(largest[r], total)
     hit = np.zeros(width, np.bool_)
     for p in range(parts):
