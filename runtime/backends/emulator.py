@@ -258,12 +258,11 @@ class EmulatorBackend(AnalogBackend):
         # width the BLAS kernel runs fast at (for fewer than 16 columns MKL's kernel took
         # several times as long as for 16)
         k = found.size
-        selected = weight.index_select(2, torch.from_numpy(found))
-        both = weight.new_zeros(weight.shape[0], weight.shape[1], padded_columns(2 * k))
-        both[..., :k] = selected
-        torch.abs(selected, out=selected)
-        both[..., k : 2 * k] = selected
-        charge = torch.bmm(xc, both)
+        w = weight.numpy()
+        both = np.zeros((w.shape[0], w.shape[1], padded_columns(2 * k)), np.float32)
+        both[..., :k] = w[..., found]
+        np.abs(both[..., :k], out=both[..., k : 2 * k])
+        charge = torch.bmm(xc, torch.from_numpy(both))
         headroom = chip.analog.synin_headroom
         readout.saturation_loss(found, charge.numpy(), d.kappa, d.inv_kappa, headroom, lost)
         return found, lost
