@@ -22,7 +22,8 @@ import torch
 from anacc.compiler.export import boundary_types, region_model
 from anacc.compiler.ir import Node
 from anacc.compiler.onnx_file import one_line
-from anacc.compiler.ops import lookup, run_torch
+from anacc.compiler.ops import lookup
+from anacc.compiler.ops.base import OpCall, TorchFn
 from anacc.compiler.program import DigitalStep, Program
 
 from anacc.errors import DataError, OptionError, ProgramError
@@ -95,19 +96,33 @@ class TorchRegions:
         self.constants.update(parameters or {})
         self._fallback: dict[str, object] = {}
         self._types = boundary_types(program)
+        self._plans: dict[str, list[tuple[Node, TorchFn | None, OpCall]]] = {}
+
+    def _plan(self, step: DigitalStep) -> list[tuple[Node, TorchFn | None, OpCall]]:
+        """Each node of ``step`` with its torch form (None: onnxruntime runs it), resolved
+        once per step: a recurrent model's cell runs once per time step."""
+        plan = self._plans.get(step.name)
+        if plan is None:
+            opsets = self.program.opsets
+            plan = self._plans[step.name] = [
+                (node, lookup(node.op, node.domain).torch, OpCall(node, opsets.get(node.domain, 0)))
+                for node in step.nodes
+            ]
+        return plan
 
     def run(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         env = dict(zip(step.inputs, args, strict=True))
-        for node in step.nodes:
-            inputs = [None if not t else env.get(t, self.constants.get(t)) for t in node.inputs]
-            op = lookup(node.op, node.domain)
-            opset = self.program.opsets.get(node.domain, 0)
-            if op.torch is not None:
-                outs = run_torch(node, opset, inputs)
+        constants = self.constants
+        for node, fn, call in self._plan(step):
+            inputs = [None if not t else env.get(t, constants.get(t)) for t in node.inputs]
+            if fn is not None:
+                outs = fn(call, inputs)
             else:
-                extra = {t: env.get(t, self.constants.get(t)) for t in node.subgraph_inputs}
+                extra = {t: env.get(t, constants.get(t)) for t in node.subgraph_inputs}
                 outs = self._run_fallback(node, inputs, extra)
-            env.update((t, v) for t, v in zip(node.outputs, outs, strict=False) if t)
+            for t, v in zip(node.outputs, outs, strict=False):
+                if t:
+                    env[t] = v
         return [env[t] for t in step.outputs]
 
     def _run_fallback(
