@@ -171,11 +171,38 @@ def torch_twin(onnx_path: str | Path, module: torch.nn.Module) -> torch.nn.Modul
     weights = {
         t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer
     }
+    weights.update(_lstm_weights(proto, module, weights))
     state = module.state_dict()
     missing = [k for k in state if k not in weights and not k.endswith("num_batches_tracked")]
     assert not missing, f"{onnx_path}: no initializer for {missing}"
     module.load_state_dict({k: weights.get(k, v) for k, v in state.items()})
     return module.eval()
+
+
+def _lstm_weights(
+    proto, module: torch.nn.Module, weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` entries of the module's one-layer, one-direction ``nn.LSTM`` from
+    the graph's LSTM node (the exporter folds them into its W, R and B): ONNX orders the
+    gates input, output, forget, cell; torch input, forget, cell, output."""
+    lstms = [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.LSTM)]
+    nodes = [n for n in proto.graph.node if n.op_type == "LSTM"]
+    if not lstms:
+        return {}
+    assert len(lstms) == 1 == len(nodes), "one LSTM (and one LSTM node) is all this maps"
+    (name, lstm), node = lstms[0], nodes[0]
+    assert lstm.num_layers == 1 and not lstm.bidirectional, "one layer, one direction"
+    h = lstm.hidden_size
+    order = torch.cat([torch.arange(h) + k * h for k in (0, 2, 3, 1)])  # i f c o from i o f c
+    w, r = weights[node.input[1]][0], weights[node.input[2]][0]
+    b = weights[node.input[3]][0]
+    prefix = f"{name}." if name else ""
+    return {
+        f"{prefix}weight_ih_l0": w[order],
+        f"{prefix}weight_hh_l0": r[order],
+        f"{prefix}bias_ih_l0": b[: 4 * h][order],
+        f"{prefix}bias_hh_l0": b[4 * h :][order],
+    }
 
 
 def training_script(model: Bundled):

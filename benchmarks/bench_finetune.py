@@ -24,7 +24,7 @@ from anacc.passes.finetune import FinetuneOptions, finetune
 
 import anacc
 
-FULL_MODELS = ("digits_cnn", "mnist1d_mlp", "bss2_mnist")
+FULL_MODELS = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "bss2_mnist", "kws_lstm")
 QUICK_MODELS = ("digits_mlp",)
 BATCH = 64
 LR = 1e-3

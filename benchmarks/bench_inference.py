@@ -66,7 +66,7 @@ MODELS_RUN = (
     ("digits_cnn", "digits_img", "train_digits_cnn"),
     ("mnist1d_mlp", "mnist1d", "train_mnist1d_mlp"),
     ("bss2_mnist", "mnist", "train_bss2_mnist"),
-    ("kws_lstm", "kws", None),
+    ("kws_lstm", "kws", "train_kws_lstm"),
 )
 DRAW_BLOCK = 2**20
 

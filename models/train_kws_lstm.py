@@ -251,12 +251,16 @@ class KeywordLSTM(nn.Module):
         return self.classify(out[:, -1])
 
 
+def build_model() -> nn.Module:
+    return KeywordLSTM()
+
+
 def main(out_dir: Path) -> float:
     """Generate the data, train, export and check the model; return its FP32 test accuracy."""
     torch.set_num_threads(1)
     splits = load_splits(SEED)
     generator = torch.Generator().manual_seed(SEED)
-    model = KeywordLSTM()
+    model = build_model()
     _common.init_parameters(model, generator)
     _common.train(model, splits["train"], CONFIG, generator)
     with warnings.catch_warnings():
