@@ -303,7 +303,11 @@ class TrainingGraph(torch.nn.Module, Interpreter):
 
     def forward(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         self.requantize()
-        return self.run(feeds)[self.program.outputs[0].name]
+        self.regions.new_forward()
+        try:
+            return self.run(feeds)[self.program.outputs[0].name]
+        finally:
+            self.regions.new_forward()
 
     def digital(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return self.regions.run(step, args)

@@ -6,7 +6,11 @@
   results the same way. onnxruntime runs every op of its CPU provider with ONNX's semantics.
 - :class:`TorchRegions`: training. The region's nodes run one by one with the op registry's
   differentiable torch implementations, so gradients flow through them. A node without one
-  still runs (in onnxruntime) when no gradient has to pass through it.
+  still runs (in onnxruntime) when no gradient has to pass through it. A ``Gather`` of one
+  constant index from a tensor that carries a gradient (an unrolled recurrence takes each
+  time step of its input projection so) picks from the tensor unbound once per forward: each
+  such Gather's backward would otherwise fill a gradient the size of the whole tensor,
+  ``T`` of them for ``T`` steps, where the unbind's backward stacks the steps once.
 
 docs/digital.md compares the candidates for the digital side and gives the numbers behind
 this choice.
@@ -97,6 +101,12 @@ class TorchRegions:
         self._fallback: dict[str, object] = {}
         self._types = boundary_types(program)
         self._plans: dict[str, list[tuple[Node, TorchFn | None, OpCall]]] = {}
+        # per forward: id(tensor) -> (tensor, axis, its slices along axis)
+        self._unbound: dict[int, tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]] = {}
+
+    def new_forward(self) -> None:
+        """Forget the tensors unbound in the forward before (see :meth:`_taker`)."""
+        self._unbound.clear()
 
     def _plan(self, step: DigitalStep) -> list[tuple[Node, TorchFn | None, OpCall]]:
         """Each node of ``step`` with its torch form (None: onnxruntime runs it), resolved
@@ -105,10 +115,39 @@ class TorchRegions:
         if plan is None:
             opsets = self.program.opsets
             plan = self._plans[step.name] = [
-                (node, lookup(node.op, node.domain).torch, OpCall(node, opsets.get(node.domain, 0)))
+                (node, self._form(node), OpCall(node, opsets.get(node.domain, 0)))
                 for node in step.nodes
             ]
         return plan
+
+    def _form(self, node: Node) -> TorchFn | None:
+        fn = lookup(node.op, node.domain).torch
+        if node.op == "Gather" and not node.domain and len(node.inputs) == 2:
+            index = self.program.constants.get(node.inputs[1])
+            if index is not None and np.ndim(index) == 0 and fn is not None:
+                return self._taker(fn, int(index))
+        return fn
+
+    def _taker(self, fn: TorchFn, index: int) -> TorchFn:
+        """A Gather of the constant scalar ``index``: ``fn`` unless its data carries a
+        gradient, then the slice of the data unbound once per forward (same values, and a
+        backward that stacks the slices' gradients once)."""
+
+        def take(call: OpCall, inputs: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+            x = inputs[0]
+            assert x is not None
+            if not x.requires_grad or not torch.is_grad_enabled():
+                return list(fn(call, inputs))
+            at = int(call.attr("axis", 0)) % x.dim()
+            size = x.shape[at]
+            if not -size <= index < size:  # out of range: the op's own error
+                return list(fn(call, inputs))
+            found = self._unbound.get(id(x))
+            if found is None or found[0] is not x or found[1] != at:
+                found = self._unbound[id(x)] = (x, at, torch.unbind(x, at))
+            return [found[2][index]]
+
+        return take
 
     def run(self, step: DigitalStep, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         env = dict(zip(step.inputs, args, strict=True))

@@ -146,6 +146,83 @@ def test_conv_surrogate_gradients_equal_the_linear_surrogate_on_im2col_rows(tmp_
         np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def exact_weights(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Float weights ``(rows, cols)`` that 6-bit quantization per row keeps exactly: integers
+    times a power of two, with +-63 in every row (each row is one output column of the chip)."""
+    k = rng.integers(-63, 64, (rows, cols))
+    k[np.arange(rows), rng.integers(0, cols, rows)] = 63
+    return (k * 2.0 ** -rng.integers(5, 8, (rows, 1))).astype(np.float32)
+
+
+def lstm_model(path: Path, steps: int, n_in: int, hidden: int) -> Path:
+    rng = np.random.default_rng(4)
+    w = exact_weights(rng, 4 * hidden, n_in)[None]
+    r = exact_weights(rng, 4 * hidden, hidden)[None]
+    b = (rng.standard_normal((1, 8 * hidden)) * 0.1).astype(np.float32)
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden, layout=1)
+    graph = helper.make_graph(
+        [node],
+        "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", steps, 1, hidden])],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"))],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+    return path
+
+
+def test_unrolled_lstm_gradients_equal_backpropagation_through_time_in_float64(tmp_path):
+    """Fine-tuning's backward through a lowered LSTM (the ideal backend, weights that 6-bit
+    quantization keeps) against the LSTM's equations differentiated by autograd in float64;
+    each time step's slice of the input projection comes from one unbind (one backward
+    node for the whole sequence, not one gradient the size of the sequence per step)."""
+    steps, batch, n_in, hidden = 6, 5, 3, 4
+    path = lstm_model(tmp_path / "lstm.onnx", steps, n_in, hidden)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((batch, steps, n_in)).astype(np.float32)
+    program = anacc.compile(path)
+    backend = get_backend("ideal", program.chip, program.chip.profile(program.profile))
+    model = TrainingGraph(program, backend, 1.0, per_column=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    y = model({"x": xt})
+    upstream = rng.standard_normal(y.shape)
+    (y * torch.from_numpy(upstream).float()).sum().backward()
+    kinds, todo, seen = set(), [y.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        kinds.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    assert "UnbindBackward0" in kinds and "IndexSelectBackward0" not in kinds
+
+    m = onnx.load(path)
+    init = {
+        t.name: torch.tensor(numpy_helper.to_array(t), dtype=torch.float64)
+        for t in m.graph.initializer
+    }
+    w = init["W"][0].requires_grad_(True)
+    r = init["R"][0].requires_grad_(True)
+    bias = init["B"][0, : 4 * hidden] + init["B"][0, 4 * hidden :]
+    x64 = torch.from_numpy(x).double().requires_grad_(True)
+    h = c = torch.zeros(batch, hidden, dtype=torch.float64)
+    outs = []
+    for t in range(steps):
+        i, o, f, g = (x64[:, t] @ w.T + h @ r.T + bias).split(hidden, dim=1)  # ONNX order: iofc
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    ref = torch.stack(outs, dim=1)[:, :, None]
+    np.testing.assert_allclose(y.detach().numpy(), ref.detach().numpy(), atol=1e-5)
+    (ref * torch.from_numpy(upstream)).sum().backward()
+    layers = {name.rsplit("/", 1)[-1]: tl for name, tl in model.layers.items()}
+    assert set(layers) == {"W", "R"}
+    for got, want in ((layers["W"].weight.grad, w.grad), (layers["R"].weight.grad, r.grad)):
+        np.testing.assert_allclose(got.numpy(), want.T.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(xt.grad.numpy(), x64.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_finetuning_keeps_the_zero_blocks_of_grouped_convolutions(tmp_path):
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, (96, 4, 9, 9)).astype(np.float32)
