@@ -181,6 +181,53 @@ def test_weight_updates_give_the_reads_of_a_fresh_derivation():
     assert saturated[0] is False and saturated[7] is True and saturated[-1] is False
 
 
+def block_diagonal_weights(groups: int, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Integer weights of a grouped convolution's matrix: ``groups`` blocks of ``rows x
+    cols`` on the diagonal, zero elsewhere."""
+    rng = np.random.default_rng(seed)
+    w = np.zeros((groups * rows, groups * cols), dtype=np.int64)
+    for g in range(groups):
+        w[g * rows : (g + 1) * rows, g * cols : (g + 1) * cols] = rng.integers(
+            -CHIP.weight_max, CHIP.weight_max + 1, (rows, cols)
+        )
+    return w
+
+
+@pytest.mark.parametrize("batch", [1, 40, 300])
+def test_block_diagonal_layers_multiply_only_their_blocks_with_the_same_reads(batch):
+    """A grouped convolution's runs hold mostly zero weights: the emulator multiplies only
+    the nonzero blocks (when that pays for the batch), and its charges are those of the
+    whole matmul in float64, its reads those of the whole matmul bit for bit."""
+    layer = tiled_layer(CHIP, block_diagonal_weights(12, 72, 16, seed=3))  # 864 x 192
+    dense = tiled_layer(CHIP, np.ones((300, 20), dtype=np.int64))
+    backend = emulator("default", seed=2)
+    x = torch.from_numpy(
+        np.random.default_rng(4).integers(0, CHIP.input_max + 1, (batch, 864)).astype(np.float32)
+    )
+    reads = backend.mac(layer, x)
+    derived = backend._derived.peek(layer)
+    blocks = derived.blocks
+    assert blocks is not None and len(blocks.spans) >= 12 and 4 * blocks.area < blocks.full
+    backend.mac(dense, x[:, :300])
+    assert backend._derived.peek(dense).blocks is None
+
+    layout = backend.layout(layer)
+    xc = layout.chunk_inputs(x)
+    charge = torch.empty(xc.shape[0], batch, derived.weight.shape[2])
+    blocks.matmul(charge, xc, derived.weight)
+    want = np.einsum("rbk,rkc->rbc", xc.double().numpy(), derived.weight.double().numpy())
+    np.testing.assert_allclose(charge.numpy(), want, rtol=1e-6, atol=1e-3)
+
+    whole = emulator("default", seed=2)  # the same chip instance and noise sequence
+    original = type(blocks).pays
+    type(blocks).pays = lambda self, b: False
+    try:
+        torch.testing.assert_close(whole.mac(layer, x), reads, rtol=0, atol=0)
+    finally:
+        type(blocks).pays = original
+    assert blocks.pays(batch) == (batch > 1)
+
+
 def test_dynamic_saturation_grows_with_tau_syn():
     # 32 strong rows in consecutive slots; windows of 8, 16, 25 and 50 event slots
     clustered = strong_rows_layer(np.arange(32))

@@ -22,11 +22,13 @@ sequence again. The standard normals come from :class:`~anacc.runtime.backends.n
 NormalSource` (``fast_noise=False`` draws them with ``torch.randn`` instead).
 
 Everything runs as one batched computation over all row chunks and the whole batch: one
-matmul for the charges, then the readout (noise, offset, saturation, ADC) in one compiled pass
-over the reads (:mod:`~anacc.runtime.backends.readout`). What a
-layer's layout picks out of the chip instance is built once per layout; the tensors derived
-from the weights (effective weights, the noise variance per active input, peak window loads)
-once per layer version. The readout turns a run's variance into the sigma for its number of
+matmul for the charges (for a block-diagonal layer, whose runs hold mostly zero weights, one
+per nonzero block when that costs less: the same charges), then the readout (noise, offset,
+saturation, ADC) in one compiled pass over the reads
+(:mod:`~anacc.runtime.backends.readout`). What a layer's layout picks out of the chip
+instance is built once per layout; the tensors derived from the weights (effective weights,
+the noise variance per active input, peak window loads, the nonzero blocks) once per layer
+version. The readout turns a run's variance into the sigma for its number of
 active inputs the first time a call meets that number (a table the size of the weights, kept
 per layer, would cost as much memory as the effective weights).
 """
@@ -142,6 +144,66 @@ class _PeakBase:
 
 
 @dataclass(frozen=True)
+class _Blocks:
+    """The nonzero blocks of a layer's effective weights ``(R, n, Cp)``: per block its run,
+    columns ``c0:c1`` and the positions ``k0:k1`` outside which its weights are zero.
+
+    A grouped convolution maps block-diagonally, so most of its runs' columns hold only zero
+    weights (a run of 256 rows of a 24-group convolution feeds 2 of its 24 column groups).
+    Their charges are exactly zero; the matmul of the nonzero blocks alone gives the same
+    charges, without the products of the zeros. The reads, with their noise, stay those of
+    every column of every run, as the chip reads them.
+    """
+
+    spans: tuple[tuple[int, int, int, int, int], ...]  # (run, c0, c1, k0, k1)
+    area: int  # positions x columns inside the blocks
+    full: int  # positions x columns of the runs (R * n * Cp)
+
+    # a block's matmul costs about as much in calls as this many multiply-adds of the
+    # batched one (one thread, measured on the emulator's shapes)
+    CALL_MACS: ClassVar[int] = 150_000
+
+    @classmethod
+    def find(cls, weight: np.ndarray) -> _Blocks | None:
+        """The blocks of ``weight``, or None when they cover more than half of it."""
+        runs, n, width = weight.shape
+        first = np.empty((runs, width), np.int64)
+        last = np.empty((runs, width), np.int64)
+        readout.nonzero_rows(weight, first, last)
+        if 2 * int(np.maximum(last - first + 1, 0).sum()) > runs * n * width:
+            return None
+        spans = []
+        for r in range(runs):
+            span = None  # [c0, c1, k0, k1]
+            for c in np.flatnonzero(first[r] < n).tolist():
+                f, stop = int(first[r, c]), int(last[r, c]) + 1
+                # a column joins the block before it if it is adjacent and their positions
+                # overlap (the same group), else it starts a block
+                if span is not None and span[1] == c and f < span[3] and stop > span[2]:
+                    span[1], span[2], span[3] = c + 1, min(span[2], f), max(span[3], stop)
+                    continue
+                if span is not None:
+                    spans.append((r, *span))
+                span = [c, c + 1, f, stop]
+            if span is not None:
+                spans.append((r, *span))
+        area = sum((c1 - c0) * (k1 - k0) for _, c0, c1, k0, k1 in spans)
+        if 2 * area > runs * n * width:
+            return None
+        return cls(tuple(spans), area, runs * n * width)
+
+    def pays(self, batch: int) -> bool:
+        """Whether the blocks' matmuls cost less than the whole one for ``batch`` vectors."""
+        return batch * (self.full - self.area) > self.CALL_MACS * len(self.spans)
+
+    def matmul(self, out: torch.Tensor, xc: torch.Tensor, weight: torch.Tensor) -> None:
+        """``out`` ``(R, B, Cp)`` = ``xc`` ``(R, B, n)`` @ ``weight``: zero, then each block."""
+        out.zero_()
+        for r, c0, c1, k0, k1 in self.spans:
+            out[r, :, c0:c1].addmm_(xc[r, :, k0:k1], weight[r, k0:k1, c0:c1], beta=0.0)
+
+
+@dataclass(frozen=True)
 class _EmulatedLayer:
     """Per-layer tensors of the model; ``(R, 1, C)`` ones broadcast over ``(R, B, C)``."""
 
@@ -156,6 +218,9 @@ class _EmulatedLayer:
     # takes the sigma for a run's number of active inputs from it), then the fixed
     # pattern's tables
     tables: tuple[np.ndarray, ...]
+    # where the charges can be nonzero, when that is a small part of the runs (a grouped
+    # convolution's diagonal blocks): see _Blocks
+    blocks: _Blocks | None = None
 
 
 class EmulatorBackend(AnalogBackend):
@@ -205,7 +270,10 @@ class EmulatorBackend(AnalogBackend):
         # its read in one pass (noise, offset, saturation, ADC: readout.py).
         buffer = torch.empty(batch, n_chunks, width)
         out = buffer.transpose(0, 1)  # (R, B, C)
-        out.baddbmm_(xc, d.weight, beta=0.0)
+        if d.blocks is not None and d.blocks.pays(batch):
+            d.blocks.matmul(out, xc, d.weight)
+        else:
+            out.baddbmm_(xc, d.weight, beta=0.0)
         # the inputs sample-major (B, R, n), like the reads: contiguous for the compiled
         # loops (chunk_inputs' view is a transpose of contiguous memory)
         xs_np = np.ascontiguousarray(xc.transpose(0, 1).numpy())
@@ -381,6 +449,7 @@ class EmulatorBackend(AnalogBackend):
             saturation=saturation,
             base=base,
             tables=(variance, *fixed.tables),
+            blocks=_Blocks.find(weight),
         )
 
     def _peak_loads(

@@ -513,3 +513,23 @@ def synapse_gains(table, column_base, slot, pair, out):  # pragma: no cover - co
                 first = base[c] + offset
                 minus[c] = table[first]
                 plus[c] = table[first + last]
+
+
+@njit(**_JIT)
+def nonzero_rows(weight, first, last):  # pragma: no cover - compiled
+    """Per run ``r`` and column ``c`` of ``weight`` ``(R, n, C)``: the first and the last
+    position with a nonzero weight (``first = n``, ``last = -1`` for a column of zeros),
+    scanning from each end, so a column costs what its zero ends cost."""
+    runs, n, width = weight.shape
+    if first.shape != (runs, width) or last.shape != (runs, width):
+        raise ValueError("nonzero_rows: the outputs do not match the weights")
+    for r in range(runs):
+        for c in range(width):
+            k = 0
+            while k < n and weight[r, k, c] == 0.0:
+                k += 1
+            first[r, c] = k
+            j = n - 1
+            while j >= k and weight[r, j, c] == 0.0:
+                j -= 1
+            last[r, c] = j
