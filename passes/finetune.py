@@ -166,7 +166,8 @@ def finetune(
     result = FinetuneResult(program, measured_gain_ratio=float(np.mean(chips.ratios)))
     sends_before = {name: tl.layer.analog.num_sends for name, tl in model.layers.items()}
     if opts.sends in ("before", "search") and chips.backends[0].quantizes:
-        changed = search_sends(model, train, labels, loss_fn, chips.use, opts.seed)
+        bar = "num_sends search" if progress else None
+        changed = search_sends(model, train, labels, loss_fn, chips.use, opts.seed, progress=bar)
         if changed:
             say("num_sends " + _sends_text(changed))
     optim = _optimizer(model, opts)
@@ -222,7 +223,7 @@ def finetune(
             if opts.patience is not None and val_acc is not None and since_best >= opts.patience:
                 say(f"no better validation accuracy for {since_best} epochs: stopping")
                 break
-    return _finish(result, chips, train, labels, loss_fn, val, opts, sends_before, say)
+    return _finish(result, chips, train, labels, loss_fn, val, opts, sends_before, say, progress)
 
 
 def _sends_text(changed: dict[str, tuple[int, int]]) -> str:
@@ -239,6 +240,7 @@ def _finish(
     opts: FinetuneOptions,
     sends_before: dict[str, int],
     say: Callable[[str], None],
+    progress: bool = False,
 ) -> FinetuneResult:
     """The chosen program with ``num_sends`` revisited, its input scales re-derived on the
     training data (static scales) and the record of how it was fine-tuned in its source."""
@@ -248,7 +250,10 @@ def _finish(
         # the weights and scales moved: the trade between noise and saturation did too
         per_column = program.options.get("weight_scale", "column") == "column"
         again = TrainingGraph(program, chips.backends[0], chips.ratios[0], per_column=per_column)
-        changed = search_sends(again, train, labels, loss_fn, chips.use, opts.seed + 1)
+        bar = "num_sends search after training" if progress else None
+        changed = search_sends(
+            again, train, labels, loss_fn, chips.use, opts.seed + 1, progress=bar
+        )
         if changed:
             say("num_sends after training " + _sends_text(changed))
             program = again.snapshot()

@@ -64,11 +64,13 @@ def search_sends(
     factors: tuple[float, ...] = SEND_FACTORS,
     samples: int = SEARCH_SAMPLES,
     batch_size: int = 256,
+    progress: str | None = None,
 ) -> dict[str, tuple[int, int]]:
     """Set each layer's ``num_sends`` (in order, one pass) to the candidate, the compiled
     value times each of ``factors``, with the lowest loss on a seeded slice of ``train``;
     ``use_chip(model, i)`` picks the chip instance for the slice's batch ``i``. Returns the
-    layers that changed, ``{name: (before, after)}``."""
+    layers that changed, ``{name: (before, after)}``. ``progress``: a progress bar with this
+    description, one step per candidate scored."""
     idx = _slice(train, samples, seed)
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     subsets = [(train.subset(b), labels[torch.from_numpy(b)]) for b in batches]
@@ -82,21 +84,35 @@ def search_sends(
             total += float(loss_fn(batch_forward(model, program, data), y)) * len(y)
         return total / len(idx)
 
+    def candidates(before: int) -> list[int]:
+        return sorted({int(np.clip(round(before * f), 1, top)) for f in factors})
+
+    bar = None
+    if progress is not None:
+        from tqdm import tqdm
+
+        total = sum(len(candidates(tl.layer.analog.num_sends)) for tl in model.layers.values())
+        bar = tqdm(total=total, desc=progress, unit="candidate", leave=False)
     changed = {}
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for name, tl in model.layers.items():
-            analog = tl.layer.analog
-            before = analog.num_sends
-            candidates = sorted({int(np.clip(round(before * f), 1, top)) for f in factors})
-            scores = {}
-            for sends in candidates:
-                analog.num_sends = sends
-                scores[sends] = loss()
-            analog.num_sends = min(scores, key=lambda s: (scores[s], abs(s - before)))
-            if analog.num_sends != before:
-                changed[name] = (before, analog.num_sends)
+    try:
+        with torch.no_grad():
+            for name, tl in model.layers.items():
+                analog = tl.layer.analog
+                before = analog.num_sends
+                scores = {}
+                for sends in candidates(before):
+                    analog.num_sends = sends
+                    scores[sends] = loss()
+                    if bar is not None:
+                        bar.update()
+                analog.num_sends = min(scores, key=lambda s: (scores[s], abs(s - before)))
+                if analog.num_sends != before:
+                    changed[name] = (before, analog.num_sends)
+    finally:
+        if bar is not None:
+            bar.close()
     model.train(was_training)
     return changed
 
