@@ -4,8 +4,9 @@ Contract: every 1-D or 2-D ``Conv`` with a constant weight ``(C_out, C_in/g, *k)
 ``Linear`` whose ``conv`` attribute is its :class:`~anacc.compiler.conv.ConvGeometry` and whose
 weight is the ``(C_in * prod(k), C_out)`` matrix over channel-major patches. ``auto_pad`` is
 resolved into explicit pads from the input's spatial size. Grouped convolutions map
-block-diagonally: the rows of group ``i`` feed only its output columns, and the zeros cost
-array area but no accuracy.
+block-diagonally: the rows of group ``i`` feed only its output columns. The zeros cost array
+area but no accuracy: the digital sum leaves out the reads of runs that hold no weight for a
+column (:func:`~anacc.runtime.analog.used_reads`).
 
 Depthwise convolutions (one input channel per group) stay digital: they do ``prod(k)`` MACs per
 output, and block-diagonal tiles would use ``1/C`` of the array; the host does them cheaper.

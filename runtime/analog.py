@@ -12,7 +12,10 @@
    integers as encoding the patches, for a fraction of the work);
 4. one backend call with all of the layer's tiles, row chunks and parts;
 5. the digital sum of the per-run ADC reads over row chunks (and parts), rescaled to float,
-   plus the shift correction and the bias, folded back into the output's shape.
+   plus the shift correction and the bias, folded back into the output's shape. A run whose
+   rows hold no weight for a column (a grouped convolution's off-diagonal blocks) reads only
+   its neuron's offset and noise there: the host knows the weights and leaves such reads out
+   of the sum (:func:`used_reads`).
 
 The ``ideal`` backend gets the float rows instead. Inputs outside the range the encoding
 represents are clipped; :class:`ClipCount` counts them (a convolution's input entries count
@@ -29,6 +32,7 @@ import torch
 from anacc.compiler.program import ProgramLayer
 from anacc.compiler.quant import Encoding, encode, zero_code
 from anacc.runtime.backends import Backend, readout
+from anacc.runtime.backends.base import LayerCache
 from anacc.runtime.profiler import Profiler
 
 from anacc.errors import DataError
@@ -36,6 +40,9 @@ from anacc.errors import DataError
 # chip inputs and per-run reads of one block of samples (see analog_forward)
 BLOCK_BYTES = 4 * 2**20
 _NO_READS = np.zeros((0, 1, 1), np.float32)
+# every read is used (see used_reads)
+_ALL_USED = np.zeros((0, 0), np.float32)
+_USED = LayerCache()
 
 
 @dataclass
@@ -124,12 +131,30 @@ def count_clipped(
     return below + above
 
 
+def used_reads(layer: ProgramLayer) -> np.ndarray:
+    """``(row chunks, out_features)`` float32: 1 where the chunk's rows hold a nonzero integer
+    weight for the column, else 0 (its read is the neuron's offset and noise alone, and the
+    digital sum leaves it out); an empty array when every read is used. Built once per
+    version of the layer's weights."""
+    a = layer.analog
+
+    def build() -> np.ndarray:
+        weight_q = np.asarray(a.weight_q)
+        used = np.stack([(weight_q[start:stop] != 0).any(axis=0) for start, stop in a.row_chunks])
+        return _ALL_USED if used.all() else used.astype(np.float32)
+
+    return _USED.get(a, (a.version, tuple(a.row_chunks)), build)
+
+
 def rescale(layer: ProgramLayer, gain: float, reads: torch.Tensor, enc: Encoding) -> torch.Tensor:
     """ADC reads ``(parts * rows, chunks, out)`` -> float ``(rows, out)``: the digital sum over
-    the row chunks and parts, rescaled, plus the shift correction and the bias. The torch form
-    of what :func:`analog_forward` does with :func:`~anacc.runtime.backends.readout.combine`
-    (the same float32 operations)."""
+    the row chunks (the used reads, :func:`used_reads`) and parts, rescaled, plus the shift
+    correction and the bias. The torch form of what :func:`analog_forward` does with
+    :func:`~anacc.runtime.backends.readout.combine` (the same float32 operations)."""
     rows = reads.shape[0] // (2 if layer.signed == "split" else 1)
+    used = used_reads(layer)
+    if used.size:
+        reads = reads * torch.from_numpy(used)
     y = reads[:rows].sum(dim=1)
     if layer.signed == "split":  # the digital combination: positive minus negative part
         y.sub_(reads[rows:].sum(dim=1))
@@ -242,6 +267,7 @@ def analog_forward(
     rows_out = out.view(-1, out_features) if layer.conv is None else None
     traced: list[list[torch.Tensor]] = [[] for _ in range(2 if layer.signed == "split" else 1)]
     terms = digital_terms(layer, backend.gain_per_send, enc)
+    used = used_reads(layer)
     for first in range(0, samples, step):
         count = min(step, samples - first)
         # the block's inputs encoded (a block at a time: the memory stays bounded)
@@ -274,7 +300,7 @@ def analog_forward(
             dest = out[first : first + count].view(count, out_features, -1).transpose(1, 2)
         pos = part_reads[0].to(torch.float32).numpy()
         neg = part_reads[1].to(torch.float32).numpy() if len(part_reads) == 2 else _NO_READS
-        readout.combine(pos, neg, *terms, dest.numpy())
+        readout.combine(pos, neg, *terms, used, dest.numpy())
         if profiler is not None:
             profiler.lap("rescale")
     if trace is not None:

@@ -465,9 +465,17 @@ def test_compiled_loops_refuse_arrays_that_do_not_fit():
     none = np.zeros((0, 1, 1), np.float32)
     terms = [np.ones(3, np.float32)] * 3
     with pytest.raises(ValueError, match="do not match"):
-        readout.combine(reads, none, *terms, np.zeros((3, 1, 3), np.float32))
+        readout.combine(
+            reads, none, *terms, np.zeros((0, 0), np.float32), np.zeros((3, 1, 3), np.float32)
+        )
     with pytest.raises(ValueError, match="differ in shape"):
-        readout.combine(reads, reads[:3], *terms, np.zeros((4, 1, 3), np.float32))
+        readout.combine(
+            reads, reads[:3], *terms, np.zeros((0, 0), np.float32), np.zeros((4, 1, 3), np.float32)
+        )
+    with pytest.raises(ValueError, match="used reads do not match"):
+        readout.combine(
+            reads, none, *terms, np.ones((3, 3), np.float32), np.zeros((4, 1, 3), np.float32)
+        )
     xs = np.zeros((4, 2, 5), np.float32)  # sample-major, like the reads
     table = np.zeros(2**16, np.float32)
     variance = np.zeros((2, 3), np.float32)

@@ -189,13 +189,16 @@ def readout_normals(
 
 
 @njit(**_JIT)
-def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
+def combine(pos, neg, scale, shift, bias, used, out):  # pragma: no cover - compiled
     """The digital side of a block of reads, in one pass: ``out[g // P, g % P, c] =
-    (sum_r pos[g, r, c] - sum_r neg[g, r, c]) * scale[c] + shift[c] + bias[c]``.
+    (sum_r pos[g, r, c] - sum_r neg[g, r, c]) * scale[c] + shift[c] + bias[c]``, the sums
+    over the runs ``r`` with ``used[r, c] = 1`` (all runs when ``used`` is empty).
 
     ``pos`` ``(G, R, C)``: the reads of each input vector's runs; ``neg``: those of the
-    negative part of a ``split`` layer, or an empty array; ``out`` ``(G / P, P, C)``, any
-    strides (a convolution's channel-major output block as ``(N, positions, C)``).
+    negative part of a ``split`` layer, or an empty array; ``used`` ``(R, C)`` float32, 1
+    or 0 (a read times 1 is the read, times 0 adds nothing: the sum of the used reads, in
+    the same order); ``out`` ``(G / P, P, C)``, any strides (a convolution's channel-major
+    output block as ``(N, positions, C)``).
     """
     rows, runs, width = pos.shape
     per_sample = out.shape[1]
@@ -205,18 +208,32 @@ def combine(pos, neg, scale, shift, bias, out):  # pragma: no cover - compiled
         raise ValueError("combine: the per-column terms do not match the reads")
     if neg.shape[0] and (neg.shape[0] != rows or neg.shape[1] != runs or neg.shape[2] != width):
         raise ValueError("combine: the parts' reads differ in shape")
+    masked = used.shape[0] > 0
+    if masked and (used.shape[0] != runs or used.shape[1] != width):
+        raise ValueError("combine: the used reads do not match the reads")
     has_neg = neg.shape[0] > 0
     acc = np.empty(width, np.float32)
     for g in range(rows):
-        for c in range(width):
-            acc[c] = pos[g, 0, c]
-        for r in range(1, runs):
+        if masked:
             for c in range(width):
-                acc[c] += pos[g, r, c]
-        if has_neg:
-            for r in range(runs):
+                acc[c] = pos[g, 0, c] * used[0, c]
+            for r in range(1, runs):
                 for c in range(width):
-                    acc[c] -= neg[g, r, c]
+                    acc[c] += pos[g, r, c] * used[r, c]
+            if has_neg:
+                for r in range(runs):
+                    for c in range(width):
+                        acc[c] -= neg[g, r, c] * used[r, c]
+        else:
+            for c in range(width):
+                acc[c] = pos[g, 0, c]
+            for r in range(1, runs):
+                for c in range(width):
+                    acc[c] += pos[g, r, c]
+            if has_neg:
+                for r in range(runs):
+                    for c in range(width):
+                        acc[c] -= neg[g, r, c]
         dest = out[g // per_sample, g % per_sample]
         for c in range(width):
             dest[c] = acc[c] * scale[c] + shift[c] + bias[c]
