@@ -136,7 +136,7 @@ class TorchRegions:
         def take(call: OpCall, inputs: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
             x = inputs[0]
             assert x is not None
-            if not x.requires_grad or not torch.is_grad_enabled():
+            if not x.requires_grad or not torch.is_grad_enabled() or x.dim() == 0:
                 return list(fn(call, inputs))
             at = int(call.attr("axis", 0)) % x.dim()
             size = x.shape[at]

@@ -149,10 +149,11 @@ class _Blocks:
     columns ``c0:c1`` and the positions ``k0:k1`` outside which its weights are zero.
 
     A grouped convolution maps block-diagonally, so most of its runs' columns hold only zero
-    weights (a run of 256 rows of a 24-group convolution feeds 2 of its 24 column groups).
-    Their charges are exactly zero; the matmul of the nonzero blocks alone gives the same
-    charges, without the products of the zeros. The reads, with their noise, stay those of
-    every column of every run, as the chip reads them.
+    weights (a run of about 128 rows of a 24-group 3x3 convolution, 144 rows a group, feeds
+    one or two of its 24 column groups). Their charges are exactly zero; the matmul of the
+    nonzero blocks alone gives the same charges, without the products of the zeros. The
+    reads, with their noise, stay those of every column of every run, as the chip reads
+    them (the digital sum leaves out those of runs without weights for a column).
     """
 
     spans: tuple[tuple[int, int, int, int, int], ...]  # (run, c0, c1, k0, k1)
