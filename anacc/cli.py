@@ -368,7 +368,8 @@ def _run_instances(prog, ds, backend, seed, batch_size, output, as_json, instanc
     type=click.Choice(["search", "keep"]),
     default=DEFAULTS.sends,
     show_default=True,
-    help="Revisit num_sends per layer with the chip in the loop, or keep the compiled ones.",
+    help="Revisit num_sends per layer with the chip in the loop (beyond 32 forward passes, "
+    "one factor for every layer), or keep the compiled ones.",
 )
 @click.option(
     "--column-gain/--no-column-gain",

@@ -23,8 +23,9 @@ class FinetuneOptions:
     - ``column_gain``: learn a digital gain per output column after the ADC.
     - ``affine_lr``: learning rate of the column gains and learned scales (log domain).
     - ``sends``: ``search`` revisits ``num_sends`` per layer before and after training (the
-      lowest loss on a slice of the training data), ``before`` only before it, ``keep`` keeps
-      the compiled ones.
+      lowest loss on a slice of the training data; a model whose layer-by-layer search would
+      take more than 32 forward passes gets one factor for every layer), ``before`` only
+      before it, ``keep`` keeps the compiled ones.
     - ``schedule``: learning rate ``cosine`` (annealed to zero over the epochs) or
       ``constant``; ``patience``: stop after that many epochs without a better validation
       accuracy (None: run every epoch).

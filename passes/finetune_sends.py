@@ -5,6 +5,9 @@
   with noise that grows more slowly than the signal with ``num_sends``, the best choice is a
   trade between noise and saturation that only the chip can tell. Layer by layer, each
   candidate is scored by the loss on a fixed slice of the training data through the chip.
+  Every score is a forward pass over the slice, so a deep model would need hundreds of them
+  (RegNet-X-400MF: 72 layers, about 430); beyond :data:`MAX_EVALUATIONS` scores the search
+  scales every layer's ``num_sends`` by one shared factor instead (one score per factor).
 - :func:`rederive_scales`: the input scales of a fine-tuned program re-derived, by the
   compile's scale method, from what each layer receives on the training data through the
   chip (the weights changed, so their activations did), so that clipping warnings keep
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -28,6 +32,9 @@ from anacc.runtime.session import InferenceInterpreter, Session
 
 SEND_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
 SEARCH_SAMPLES = 2048
+# scores (forward passes over the search slice) a layer-by-layer search may take; more, and
+# one factor scales every layer (a model of up to four layers searches layer by layer)
+MAX_EVALUATIONS = 32
 RESCALE_SAMPLES = 2048
 MAX_VALUES = 200_000
 
@@ -65,12 +72,15 @@ def search_sends(
     samples: int = SEARCH_SAMPLES,
     batch_size: int = 256,
     progress: str | None = None,
+    max_evaluations: int = MAX_EVALUATIONS,
 ) -> dict[str, tuple[int, int]]:
     """Set each layer's ``num_sends`` (in order, one pass) to the candidate, the compiled
     value times each of ``factors``, with the lowest loss on a seeded slice of ``train``;
-    ``use_chip(model, i)`` picks the chip instance for the slice's batch ``i``. Returns the
-    layers that changed, ``{name: (before, after)}``. ``progress``: a progress bar with this
-    description, one step per candidate scored."""
+    ``use_chip(model, i)`` picks the chip instance for the slice's batch ``i``. When that
+    would take more than ``max_evaluations`` scores, every layer's ``num_sends`` is scaled by
+    the one factor with the lowest loss instead. Returns the layers that changed, ``{name:
+    (before, after)}``. ``progress``: a progress bar with this description, one step per
+    candidate scored."""
     idx = _slice(train, samples, seed)
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     subsets = [(train.subset(b), labels[torch.from_numpy(b)]) for b in batches]
@@ -84,37 +94,64 @@ def search_sends(
             total += float(loss_fn(batch_forward(model, program, data), y)) * len(y)
         return total / len(idx)
 
-    def candidates(before: int) -> list[int]:
-        return sorted({int(np.clip(round(before * f), 1, top)) for f in factors})
+    def scaled(before: int, factor: float) -> int:
+        return int(np.clip(round(before * factor), 1, top))
 
+    def candidates(before: int) -> list[int]:
+        return sorted({scaled(before, f) for f in factors})
+
+    analogs = {name: tl.layer.analog for name, tl in model.layers.items()}
+    before = {name: a.num_sends for name, a in analogs.items()}
+    per_layer = sum(len(candidates(b)) for b in before.values()) <= max_evaluations
+    # shared factors: one assignment per factor, those that give the same one scored once
+    shared: dict[tuple[int, ...], float] = {}
+    if not per_layer:
+        for f in sorted(factors, key=lambda f: abs(math.log(f))):
+            shared.setdefault(tuple(scaled(b, f) for b in before.values()), f)
     bar = None
     if progress is not None:
         from tqdm import tqdm
 
-        total = sum(len(candidates(tl.layer.analog.num_sends)) for tl in model.layers.values())
+        total = sum(len(candidates(b)) for b in before.values()) if per_layer else len(shared)
         bar = tqdm(total=total, desc=progress, unit="candidate", leave=False)
-    changed = {}
+
+    def score() -> float:
+        value = loss()
+        if bar is not None:
+            bar.update()
+        return value
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for name, tl in model.layers.items():
-                analog = tl.layer.analog
-                before = analog.num_sends
-                scores = {}
-                for sends in candidates(before):
-                    analog.num_sends = sends
-                    scores[sends] = loss()
-                    if bar is not None:
-                        bar.update()
-                analog.num_sends = min(scores, key=lambda s: (scores[s], abs(s - before)))
-                if analog.num_sends != before:
-                    changed[name] = (before, analog.num_sends)
+            if per_layer:
+                for name, analog in analogs.items():
+                    scores = {}
+                    for sends in candidates(before[name]):
+                        analog.num_sends = sends
+                        scores[sends] = score()
+                    analog.num_sends = min(
+                        scores, key=lambda s, b=before[name]: (scores[s], abs(s - b))
+                    )
+            else:
+                totals = {}
+                for sends in shared:
+                    for analog, value in zip(analogs.values(), sends, strict=True):
+                        analog.num_sends = value
+                    totals[sends] = score()
+                best = min(totals, key=lambda s: (totals[s], abs(math.log(shared[s]))))
+                for analog, value in zip(analogs.values(), best, strict=True):
+                    analog.num_sends = value
     finally:
         if bar is not None:
             bar.close()
     model.train(was_training)
-    return changed
+    return {
+        name: (before[name], a.num_sends)
+        for name, a in analogs.items()
+        if a.num_sends != before[name]
+    }
 
 
 class _InputRecorder(InferenceInterpreter):

@@ -522,6 +522,56 @@ def test_the_num_sends_search_finds_more_gain_for_a_starved_program():
     assert cross_entropy(tuned, train, 1) < cross_entropy(program, train, 1)
 
 
+def test_a_search_beyond_its_budget_scales_every_layer_by_one_factor():
+    """Layer by layer, the search scores every candidate of every layer (one forward pass
+    over the slice each); over ``max_evaluations`` it scores one shared factor per distinct
+    assignment instead, and the starved program still gains: every layer moves by the same
+    factor and the loss (fresh sessions) falls."""
+    program = anacc.compile(
+        MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"), gain_factor=0.25
+    )
+    train = match_inputs(split("mnist1d", "train", 1024), program.inputs)
+    chip = program.chip
+    labels = torch.from_numpy(train.labels)
+    before = {n: layer.analog.num_sends for n, layer in program.layers.items()}
+    top = chip.num_sends_max
+
+    def search(max_evaluations: int) -> tuple[TrainingGraph, dict, int]:
+        backend = get_backend("emulator", chip, chip.profile(program.profile), seed=0)
+        model = TrainingGraph(program, backend, 1.0, per_column=True)
+        calls = []
+
+        def loss(out, y):
+            calls.append(len(y))
+            return torch.nn.functional.cross_entropy(out, y)
+
+        changed = search_sends(
+            model,
+            train,
+            labels,
+            loss,
+            lambda m, i: None,
+            0,
+            samples=256,
+            max_evaluations=max_evaluations,
+        )
+        return model, changed, len(calls)
+
+    factors = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
+
+    def scaled(b: int, f: float) -> int:
+        return int(np.clip(round(b * f), 1, top))
+
+    _, _, layerwise = search(1000)
+    assert layerwise == sum(len({scaled(b, f) for f in factors}) for b in before.values())
+    model, changed, shared = search(4)
+    assert shared == len({tuple(scaled(b, f) for b in before.values()) for f in factors})
+    assert changed and shared < layerwise
+    after = {n: tl.layer.analog.num_sends for n, tl in model.layers.items()}
+    assert any(all(after[n] == scaled(b, f) for n, b in before.items()) for f in factors)
+    assert cross_entropy(model.snapshot(), train, 1) < cross_entropy(program, train, 1)
+
+
 def test_scales_are_rederived_on_the_training_data_by_the_compile_method():
     program = anacc.compile(MODELS / "mnist1d_mlp.onnx", calib=split("mnist1d", "calib"))
     train = match_inputs(split("mnist1d", "train", 3000), program.inputs)
