@@ -143,7 +143,8 @@ def used_reads(layer: ProgramLayer) -> np.ndarray:
         used = np.stack([(weight_q[start:stop] != 0).any(axis=0) for start, stop in a.row_chunks])
         return _ALL_USED if used.all() else used.astype(np.float32)
 
-    return _USED.get(a, (a.version, tuple(a.row_chunks)), build)
+    # keyed by the tiles object (a new mapping is a new tuple): row_chunks sorts the tiles
+    return _USED.get(a, (a.version, a.tiles), build)
 
 
 def rescale(layer: ProgramLayer, gain: float, reads: torch.Tensor, enc: Encoding) -> torch.Tensor:
