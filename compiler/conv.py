@@ -138,21 +138,46 @@ class ConvGeometry:
     def im2col(self, x: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:
         """Patches of ``x`` ``(N, C, *spatial)`` as rows ``(N * positions, C * prod(k))``,
         channel-major, positions in row-major output order; the padding holds ``pad_value``.
-
-        From a padded channels-last copy of ``x``: with more channels than kernel taps, one
-        strided copy per tap (each moves whole channel vectors); with fewer, one copy of a
-        strided view of all patches (a loop over many taps would cost more in calls than in
-        data). Both take a fraction of the time of ``torch.nn.functional.unfold`` plus its
-        transposed copy.
-        """
+        :meth:`patches` of a padded channels-last copy of ``x``."""
         if self.rank == 1:
             x = x.unsqueeze(2)
         n, c, h, w = x.shape
-        p, (out_h, out_w), taps = self._taps((h, w))
+        p = self.pads_2d((h, w))
+        if any(p):
+            padded = x.new_full((n, h + p[0] + p[2], w + p[1] + p[3], c), pad_value)
+            padded[:, p[0] : p[0] + h, p[1] : p[1] + w] = x.permute(0, 2, 3, 1)
+        else:
+            padded = x.permute(0, 2, 3, 1).contiguous()
+        return self.patches(padded, (h, w))
+
+    def pads_2d(self, spatial: tuple[int, int]) -> tuple[int, ...]:
+        """The pads ``(top, left, bottom, right)`` of the 2-D view (a 1-D conv as height 1)
+        on an input of 2-D size ``spatial``."""
+        return self._taps(spatial)[0]
+
+    def patch_grid(self, spatial: tuple[int, int]) -> tuple[int, ...]:
+        """``(kh, kw, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w)`` of the 2-D
+        view on an input of 2-D size ``spatial``."""
+        _, (out_h, out_w), _ = self._taps(spatial)
         kh, kw = (1, *self.kernel_shape) if self.rank == 1 else self.kernel_shape
-        height, width = h + p[0] + p[2], w + p[1] + p[3]
-        padded = x.new_full((n, height, width, c), pad_value)
-        padded[:, p[0] : p[0] + h, p[1] : p[1] + w] = x.permute(0, 2, 3, 1)
+        return (kh, kw, *self._strides_2d(), *self._dilations_2d(), out_h, out_w)
+
+    def patches(self, padded: torch.Tensor, spatial: tuple[int, int]) -> torch.Tensor:
+        """The rows of :meth:`im2col` from ``padded`` ``(N, H + top + bottom, W + left +
+        right, C)``, the input of 2-D size ``spatial`` channels-last inside its padding
+        (contiguous).
+
+        A 1x1 kernel at stride 1 reads the padded input as it is (a view). With more channels
+        than kernel taps, one strided copy per tap (each moves whole channel vectors); with
+        fewer, one copy of a strided view of all patches (a loop over many taps would cost
+        more in calls than in data). Both take a fraction of the time of
+        ``torch.nn.functional.unfold`` plus its transposed copy.
+        """
+        n, height, width, c = padded.shape
+        _, (out_h, out_w), taps = self._taps(spatial)
+        kh, kw = (1, *self.kernel_shape) if self.rank == 1 else self.kernel_shape
+        if len(taps) == 1 and (out_h, out_w) == (height, width):
+            return padded.view(n * out_h * out_w, c)
         if c < kh * kw:
             (sh, sw), (dh, dw) = self._strides_2d(), self._dilations_2d()
             view = padded.as_strided(
@@ -160,7 +185,7 @@ class ConvGeometry:
                 (height * width * c, sh * width * c, sw * c, 1, dh * width * c, dw * c),
             )
             return view.reshape(n * out_h * out_w, c * kh * kw)
-        rows = x.new_empty(n, out_h, out_w, c, kh, kw)
+        rows = padded.new_empty(n, out_h, out_w, c, kh, kw)
         for i, j, along_h, along_w in taps:
             rows[..., i, j] = padded[:, along_h, along_w]
         return rows.view(n * out_h * out_w, c * kh * kw)

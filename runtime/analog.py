@@ -6,16 +6,20 @@
    for a program compiled without calibration data the batch's own (from its extremes);
 2. the input encoded into the chip's unsigned range per the layer's signed-input strategy
    (``split``: the positive and negative parts stacked along the batch), element by element
-   on the input tensor;
+   on the input tensor, in one compiled pass that also counts NaN entries and the inputs the
+   encoding clips (:func:`encoded_rows`, :mod:`~anacc.runtime.encoding`);
 3. the chip's input vectors: the rows of the encoded tensor, or for a convolution its im2col
-   patches, padded with the encoding of zero (so encoding before the im2col reads the same
-   integers as encoding the patches, for a fraction of the work);
+   patches, from the encoded input written channels-last inside a border of the encoding of
+   zero (so encoding before the im2col reads the same integers as encoding the patches, for
+   a fraction of the work);
 4. one backend call with all of the layer's tiles, row chunks and parts;
 5. the digital sum of the per-run ADC reads over row chunks (and parts), rescaled to float,
    plus the shift correction and the bias, folded back into the output's shape. A run whose
    rows hold no weight for a column (a grouped convolution's off-diagonal blocks) reads only
    its neuron's offset and noise there: the host knows the weights and leaves such reads out
-   of the sum (:func:`used_reads`).
+   of the sum (:func:`used_reads`). A convolution's output is channel-major; where its
+   columns would fall in one cache set (:func:`set_aliased`) the sum is written a column at a
+   time.
 
 The ``ideal`` backend gets the float rows instead. Inputs outside the range the encoding
 represents are clipped; :class:`ClipCount` counts them (a convolution's input entries count
@@ -30,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from anacc.compiler.program import ProgramLayer
-from anacc.compiler.quant import Encoding, encode, zero_code
+from anacc.compiler.quant import Encoding, zero_code
+from anacc.runtime import encoding
 from anacc.runtime.backends import Backend, readout
 from anacc.runtime.backends.base import LayerCache
 from anacc.runtime.profiler import Profiler
@@ -40,6 +45,10 @@ from anacc.errors import DataError
 # chip inputs and per-run reads of one block of samples (see analog_forward)
 BLOCK_BYTES = 4 * 2**20
 _NO_READS = np.zeros((0, 1, 1), np.float32)
+# the host's L1 data cache (x86-64: 64 sets of 64-byte lines, 8 ways or more); see set_aliased
+CACHE_SETS = 64
+CACHE_LINE = 64
+CACHE_WAYS = 8
 # every read is used (see used_reads)
 _ALL_USED = np.zeros((0, 0), np.float32)
 _USED = LayerCache()
@@ -74,11 +83,15 @@ def extremes(layer: ProgramLayer, x: torch.Tensor) -> tuple[float, float] | None
     # entry is NaN)
     lo, hi = (float(v) for v in torch.aminmax(x))
     if math.isnan(lo):
-        raise DataError(
-            f"analog layer {layer.name} received {int(torch.isnan(x).sum())} NaN values: an "
-            "earlier step overflowed float32; scale the input data into a moderate range"
-        )
+        raise DataError(nan_message(layer, x))
     return lo, hi
+
+
+def nan_message(layer: ProgramLayer, x: torch.Tensor) -> str:
+    return (
+        f"analog layer {layer.name} received {int(torch.isnan(x).sum())} NaN values: an "
+        "earlier step overflowed float32; scale the input data into a moderate range"
+    )
 
 
 def input_encoding(
@@ -129,6 +142,64 @@ def count_clipped(
     below = count(values < lo) if bounds[0] < lo else 0
     above = count(values > hi) if bounds[1] > hi else 0
     return below + above
+
+
+def encoded_rows(
+    layer: ProgramLayer, x: torch.Tensor, enc: Encoding, input_max: int, pad_value: float
+) -> tuple[torch.Tensor, int, int]:
+    """The chip's input vectors of float32 ``x`` encoded, ``(parts * vectors,
+    in_features)`` (``split``: the positive parts of every vector, then the negative ones),
+    the number of NaN entries of ``x`` and how many entries lie outside the range ``enc``
+    represents (a convolution's entries count once per patch that reads them). One compiled
+    pass over ``x`` (:mod:`~anacc.runtime.encoding`); a convolution's patches read the
+    encoded input channels-last inside a border of ``pad_value`` (the code of 0)."""
+    high = enc.offset + enc.scale * input_max
+    low = -high if layer.signed == "split" else enc.offset
+    terms = np.array([enc.scale, enc.offset, input_max, low, high])
+    mode = encoding.MODES[layer.signed]
+    parts = 2 if layer.signed == "split" else 1
+    conv = layer.conv
+    if conv is None:
+        flat = np.ascontiguousarray(x.detach().reshape(-1, x.shape[-1]).numpy())
+        out = np.empty((parts * flat.shape[0], flat.shape[1]), np.float32)
+        nans, clipped = encoding.encode_rows(flat, mode, terms, out)
+        return torch.from_numpy(out), nans, clipped
+    images = x.detach() if conv.rank == 2 else x.detach().unsqueeze(2)
+    n, c, h, w = images.shape
+    pads = conv.pads_2d((h, w))
+    padded = np.empty((parts * n, h + pads[0] + pads[2], w + pads[1] + pads[3], c), np.float32)
+    copies = conv.multiplicity(tuple(x.shape[2:])).numpy().reshape(h, w).astype(np.int64)
+    nans, clipped = encoding.encode_channels_last(
+        np.ascontiguousarray(images.numpy()),
+        mode,
+        terms,
+        pad_value,
+        np.asarray(pads, np.int64),
+        copies,
+        padded,
+    )
+    grid = conv.patch_grid((h, w))
+    if c == 1 or grid[0] * grid[1] == 1:
+        # one channel or one tap: torch's strided copy (or a view) moves longer runs
+        return conv.patches(torch.from_numpy(padded), (h, w)), nans, clipped
+    rows = np.empty((parts * n * grid[6] * grid[7], c * grid[0] * grid[1]), np.float32)
+    encoding.gather_patches(padded, np.asarray(grid, np.int64), rows)
+    return torch.from_numpy(rows), nans, clipped
+
+
+def set_aliased(positions: int, columns: int) -> bool:
+    """Whether one output row of a channel-major block (``columns`` values ``positions``
+    float32 apart) falls on more lines of one L1 cache set than the set holds
+    (:data:`CACHE_SETS` sets of :data:`CACHE_LINE` bytes, :data:`CACHE_WAYS` ways): then
+    :func:`~anacc.runtime.backends.readout.combine_channel_major` writes the block a column
+    at a time (for a 32 x 32 output, every column falls in one set: about 4x faster); else
+    :func:`~anacc.runtime.backends.readout.combine` writes it a row at a time (faster for
+    fewer columns a set)."""
+    stride = 4 * positions
+    if stride % CACHE_LINE:
+        return False
+    sets = CACHE_SETS // math.gcd(CACHE_SETS, stride // CACHE_LINE)
+    return columns > CACHE_WAYS * sets
 
 
 def used_reads(layer: ProgramLayer) -> np.ndarray:
@@ -238,26 +309,11 @@ def analog_forward(
             y = y + torch.from_numpy(layer.bias)
         return fold(layer, y, x.shape)
     chip = backend.chip
-    bounds = extremes(layer, x)
+    # a program compiled without calibration data encodes each batch by its own extremes
+    bounds = extremes(layer, x) if layer.input_scale is None else None
     enc = input_encoding(layer, chip.input_max, bounds)
     pad = zero_code(layer.signed, enc, chip.input_max)
-    if clip is not None or trace is not None:
-        copies = None
-        if layer.conv is not None:
-            copies = layer.conv.multiplicity(tuple(x.shape[2:]))
-        clipped = count_clipped(layer, x, enc, chip.input_max, bounds, copies)
-        per_sample = layer.analog.in_features * (
-            layer.conv.positions(tuple(x.shape[2:])) if layer.conv is not None else 1
-        )
-        inputs = per_sample * (x.shape[0] if layer.conv is not None else x.numel() // x.shape[-1])
-        if clip is not None:
-            clip.clipped += clipped
-            clip.inputs += inputs
-        if trace is not None:
-            trace.clipped_inputs += clipped
-            trace.inputs += inputs
-    if profiler is not None:
-        profiler.lap("encode/im2col")
+    x = x.to(torch.float32)
     shape = x.shape if x.dim() > 1 else torch.Size((1, *x.shape))
     samples = shape[0]
     step = samples if trace is not None else block_samples(layer, shape, block_bytes)
@@ -269,27 +325,27 @@ def analog_forward(
     traced: list[list[torch.Tensor]] = [[] for _ in range(2 if layer.signed == "split" else 1)]
     terms = digital_terms(layer, backend.gain_per_send, enc)
     used = used_reads(layer)
+    clipped = 0
     for first in range(0, samples, step):
         count = min(step, samples - first)
-        # the block's inputs encoded (a block at a time: the memory stays bounded)
-        stacked = encode(
-            x if count == samples else x[first : first + count], layer.signed, enc, chip.input_max
+        # the block's chip inputs, encoded and checked in one pass (a block at a time: the
+        # memory stays bounded)
+        rows_q, nans, block_clipped = encoded_rows(
+            layer, x if count == samples else x[first : first + count], enc, chip.input_max, pad
         )
+        if nans:
+            raise DataError(nan_message(layer, x))
+        clipped += block_clipped
+        if profiler is not None:
+            profiler.lap("encode/im2col")
         if count == samples and layer.signed == "split":  # both parts of the batch in one call
-            rows_q = rows_of(layer, stacked, pad)
-            if profiler is not None:
-                profiler.lap("encode/im2col")
             reads = backend.mac(layer.analog, rows_q, checked=True)
             half = reads.shape[0] // 2
             part_reads = [reads[:half], reads[half:]]
         else:
-            part_reads = []
-            parts = [stacked[:count], stacked[count:]] if layer.signed == "split" else [stacked]
-            for part in parts:
-                rows_q = rows_of(layer, part, pad)
-                if profiler is not None:
-                    profiler.lap("encode/im2col")
-                part_reads.append(backend.mac(layer.analog, rows_q, checked=True))
+            half = rows_q.shape[0] // 2
+            parts = [rows_q[:half], rows_q[half:]] if layer.signed == "split" else [rows_q]
+            part_reads = [backend.mac(layer.analog, part, checked=True) for part in parts]
         if trace is not None:
             for p, reads in enumerate(part_reads):
                 traced[p].append(reads.detach())
@@ -297,15 +353,31 @@ def analog_forward(
             n_rows = part_reads[0].shape[0]
             dest = rows_out[first * n_rows // count : (first + count) * n_rows // count]
             dest = dest.unsqueeze(1)
-        else:  # (samples, positions, C), channel-major in memory
-            dest = out[first : first + count].view(count, out_features, -1).transpose(1, 2)
+        else:  # (samples, C, positions): channel-major
+            dest = out[first : first + count].view(count, out_features, -1)
         pos = part_reads[0].to(torch.float32).numpy()
         neg = part_reads[1].to(torch.float32).numpy() if len(part_reads) == 2 else _NO_READS
-        readout.combine(pos, neg, *terms, used, dest.numpy())
+        if rows_out is not None:
+            readout.combine(pos, neg, *terms, used, dest.numpy())
+        elif set_aliased(dest.shape[2], out_features):
+            readout.combine_channel_major(pos, neg, *terms, used, dest.numpy())
+        else:
+            readout.combine(pos, neg, *terms, used, dest.transpose(1, 2).numpy())
         if profiler is not None:
             profiler.lap("rescale")
-    if trace is not None:
-        trace.adc.extend(torch.cat(t) if len(t) > 1 else t[0] for t in traced)
+    if clip is not None or trace is not None:
+        if layer.conv is None:
+            vectors = x.numel() // x.shape[-1]
+        else:
+            vectors = layer.conv.positions(tuple(x.shape[2:])) * x.shape[0]
+        inputs = layer.analog.in_features * vectors
+        if clip is not None:
+            clip.clipped += clipped
+            clip.inputs += inputs
+        if trace is not None:
+            trace.clipped_inputs += clipped
+            trace.inputs += inputs
+            trace.adc.extend(torch.cat(t) if len(t) > 1 else t[0] for t in traced)
     return out
 
 

@@ -28,6 +28,8 @@ from numba import njit
 # Loops index row slices from 0 and use numpy's error model (no zero-division check): both
 # are needed for the loops to compile to vector code.
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# output rows of one sample that combine() sums before it writes them a column at a time
+_TILE = 32
 
 
 @njit(inline="always", **_JIT)
@@ -237,6 +239,72 @@ def combine(pos, neg, scale, shift, bias, used, out):  # pragma: no cover - comp
         dest = out[g // per_sample, g % per_sample]
         for c in range(width):
             dest[c] = acc[c] * scale[c] + shift[c] + bias[c]
+
+
+@njit(inline="always", **_JIT)
+def _sum_reads(pos, neg, used, masked, has_neg, g, acc):  # pragma: no cover - compiled
+    """``acc`` = the (used) reads of row ``g`` summed over the runs, the negative part's
+    subtracted (see :func:`combine`)."""
+    runs, width = pos.shape[1], pos.shape[2]
+    if masked:
+        for c in range(width):
+            acc[c] = pos[g, 0, c] * used[0, c]
+        for r in range(1, runs):
+            for c in range(width):
+                acc[c] += pos[g, r, c] * used[r, c]
+        if has_neg:
+            for r in range(runs):
+                for c in range(width):
+                    acc[c] -= neg[g, r, c] * used[r, c]
+    else:
+        for c in range(width):
+            acc[c] = pos[g, 0, c]
+        for r in range(1, runs):
+            for c in range(width):
+                acc[c] += pos[g, r, c]
+        if has_neg:
+            for r in range(runs):
+                for c in range(width):
+                    acc[c] -= neg[g, r, c]
+
+
+@njit(**_JIT)
+def combine_channel_major(pos, neg, scale, shift, bias, used, out):  # pragma: no cover
+    """:func:`combine` into a convolution's channel-major output block ``out`` ``(N, C,
+    positions)`` (C-contiguous), ``pos`` ``(N * positions, R, C)``.
+
+    A column's outputs lie ``positions`` apart, often a multiple of 1 KiB, where writing one
+    output row at a time lands every column in the same few cache sets (a 32 x 32 output:
+    all in one). Up to :data:`_TILE` rows of one sample are summed first, then written a
+    column at a time, contiguous along the positions.
+    """
+    samples, width, per_sample = out.shape
+    rows, runs = pos.shape[0], pos.shape[1]
+    if rows != samples * per_sample or pos.shape[2] != width:
+        raise ValueError("combine_channel_major: the reads and the output do not match")
+    if scale.size < width or shift.size < width or bias.size < width:
+        raise ValueError("combine_channel_major: the per-column terms do not match the reads")
+    if neg.shape[0] and (neg.shape[0] != rows or neg.shape[1] != runs or neg.shape[2] != width):
+        raise ValueError("combine_channel_major: the parts' reads differ in shape")
+    masked = used.shape[0] > 0
+    if masked and (used.shape[0] != runs or used.shape[1] != width):
+        raise ValueError("combine_channel_major: the used reads do not match the reads")
+    has_neg = neg.shape[0] > 0
+    sums = np.empty((_TILE, width), np.float32)
+    column = np.empty(_TILE, np.float32)
+    for sample in range(samples):
+        for first in range(0, per_sample, _TILE):
+            count = min(_TILE, per_sample - first)
+            g = sample * per_sample + first
+            for t in range(count):
+                _sum_reads(pos, neg, used, masked, has_neg, g + t, sums[t])
+            for c in range(width):
+                for t in range(count):
+                    column[t] = sums[t, c]
+                dest = out[sample, c, first : first + count]
+                s, h, b = scale[c], shift[c], bias[c]
+                for t in range(count):
+                    dest[t] = column[t] * s + h + b
 
 
 @njit(**_JIT)
