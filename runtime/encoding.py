@@ -7,9 +7,10 @@ range) and, for a convolution, copied channels-last with its padding for the im2
 each for the extremes, the clip count, every step of the encoding (about five for
 ``split``), the padding and a transposing copy, which for inputs of ``4 KiB`` per channel
 (a 32 x 32 image) reads every channel in the same cache set. :func:`encode_rows` and
-:func:`encode_channels_last` read each input element once and do all of it; their results
-equal the torch form's bit for bit (the same float32 operations: ``max(x, 0) / scale``, or
-``(x - offset) / scale``, rounded half to even, clamped).
+:func:`encode_channels_last` do all of it in one pass over the input (a row's checks and
+codes while it is in cache); their results equal the torch form's bit for bit (the same
+float32 operations: ``max(x, 0) / scale``, or ``(x - offset) / scale``, rounded half to
+even, clamped).
 
 ``mode``: 0 ``none``, 1 ``shift``, 2 ``split`` (:data:`MODES`). ``terms`` float64:
 ``(scale, offset, input_max, low, high)``, ``low``/``high`` the range the encoding

@@ -28,7 +28,8 @@ from numba import njit
 # Loops index row slices from 0 and use numpy's error model (no zero-division check): both
 # are needed for the loops to compile to vector code.
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-# output rows of one sample that combine() sums before it writes them a column at a time
+# output rows of one sample that combine_channel_major() sums before it writes them a column
+# at a time
 _TILE = 32
 
 
@@ -244,7 +245,8 @@ def combine(pos, neg, scale, shift, bias, used, out):  # pragma: no cover - comp
 @njit(inline="always", **_JIT)
 def _sum_reads(pos, neg, used, masked, has_neg, g, acc):  # pragma: no cover - compiled
     """``acc`` = the (used) reads of row ``g`` summed over the runs, the negative part's
-    subtracted (see :func:`combine`)."""
+    subtracted (see :func:`combine`, which keeps the same loops inline: calling this from
+    its row loop made the dense layers' sum about 1.4x slower)."""
     runs, width = pos.shape[1], pos.shape[2]
     if masked:
         for c in range(width):
